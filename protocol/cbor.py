@@ -1,0 +1,326 @@
+"""A small, strict CBOR (RFC 8949) codec that runs on CPython and on MicroPython.
+
+It is the reference implementation of the wire format and the one the firmware
+uses. It covers what frames need (integers, byte and text strings, arrays, maps,
+true/false/null, tags) and decodes floats, undefined and simple values so that it
+can be checked against RFC 8949 Appendix A. Decoding untrusted bytes is bounded:
+a size limit, a nesting limit, no trailing bytes; indefinite lengths and
+duplicate map keys are refused unless explicitly allowed.
+"""
+
+import struct
+
+from .errors import (
+    DUPLICATE_KEY,
+    MALFORMED,
+    TOO_DEEP,
+    TOO_LARGE,
+    TRAILING,
+    TRUNCATED,
+    UNSUPPORTED_CBOR,
+    FrameError,
+)
+
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated
+    pass
+
+MAX_UINT64 = 0xFFFFFFFFFFFFFFFF
+
+
+class Tag:
+    """A tagged data item (major type 6): ``Tag(17, [...])`` is a COSE_Mac0."""
+
+    def __init__(self, tag: int, value: "Any") -> None:
+        self.tag = tag
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tag) and other.tag == self.tag and other.value == self.value
+
+    def __repr__(self) -> str:
+        return "Tag(%d, %r)" % (self.tag, self.value)
+
+
+class Simple:
+    """A simple value other than false/true/null (``undefined`` is ``Simple(23)``)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Simple) and other.value == self.value
+
+    def __repr__(self) -> str:
+        return "Simple(%d)" % self.value
+
+
+UNDEFINED = Simple(23)
+
+
+# --- encoding -------------------------------------------------------------
+
+
+def _head(out: list, major: int, n: int) -> None:
+    mt = major << 5
+    if n < 24:
+        out.append(bytes((mt | n,)))
+    elif n < 0x100:
+        out.append(bytes((mt | 24, n)))
+    elif n < 0x10000:
+        out.append(bytes((mt | 25,)) + n.to_bytes(2, "big"))
+    elif n < 0x100000000:
+        out.append(bytes((mt | 26,)) + n.to_bytes(4, "big"))
+    elif n <= MAX_UINT64:
+        out.append(bytes((mt | 27,)) + n.to_bytes(8, "big"))
+    else:
+        raise FrameError(UNSUPPORTED_CBOR, "integer %d does not fit in 64 bits" % n)
+
+
+def _encode(out: list, obj: "Any") -> None:
+    # bool before int: on CPython a bool is an int.
+    if obj is False:
+        out.append(b"\xf4")
+    elif obj is True:
+        out.append(b"\xf5")
+    elif obj is None:
+        out.append(b"\xf6")
+    elif isinstance(obj, int):
+        if obj >= 0:
+            _head(out, 0, obj)
+        else:
+            _head(out, 1, -1 - obj)
+    elif isinstance(obj, (bytes, bytearray)):
+        _head(out, 2, len(obj))
+        out.append(bytes(obj))
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8")
+        _head(out, 3, len(b))
+        out.append(b)
+    elif isinstance(obj, (list, tuple)):
+        _head(out, 4, len(obj))
+        for item in obj:
+            _encode(out, item)
+    elif isinstance(obj, dict):
+        # Deterministic encoding (RFC 8949 section 4.2.1): keys sorted by their bytes.
+        items = []
+        for k, v in obj.items():
+            kb: list = []
+            _encode(kb, k)
+            items.append((b"".join(kb), v))
+        items.sort(key=lambda kv: kv[0])
+        _head(out, 5, len(items))
+        for kb2, v in items:
+            out.append(kb2)
+            _encode(out, v)
+    elif isinstance(obj, Tag):
+        _head(out, 6, obj.tag)
+        _encode(out, obj.value)
+    elif isinstance(obj, float):
+        out.append(b"\xfb" + struct.pack(">d", obj))
+    elif isinstance(obj, Simple):
+        if obj.value < 24:
+            out.append(bytes((0xE0 | obj.value,)))
+        else:
+            out.append(bytes((0xF8, obj.value)))
+    else:
+        raise FrameError(UNSUPPORTED_CBOR, "cannot encode a %s" % type(obj).__name__)
+
+
+def dumps(obj: "Any") -> bytes:
+    """Encode ``obj`` in preferred serialization with deterministically ordered maps."""
+    out: list = []
+    _encode(out, obj)
+    return b"".join(out)
+
+
+# --- decoding -------------------------------------------------------------
+
+
+def _half(h: int) -> float:
+    exp = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    if exp == 0:
+        val = mant * 2.0**-24
+    elif exp == 31:
+        val = float("inf") if mant == 0 else float("nan")
+    else:
+        val = (mant + 1024) * 2.0 ** (exp - 25)
+    return -val if h & 0x8000 else val
+
+
+class _Decoder:
+    def __init__(
+        self, data: bytes, max_depth: int, allow_indefinite: bool, allow_tags: "Any"
+    ) -> None:
+        self.data = data
+        self.pos = 0
+        self.max_depth = max_depth
+        self.allow_indefinite = allow_indefinite
+        self.allow_tags = allow_tags
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise FrameError(TRUNCATED, "the data ends inside a CBOR item")
+        b = self.data[self.pos : end]
+        self.pos = end
+        return b
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise FrameError(TRUNCATED, "the data ends inside a CBOR item")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def argument(self, info: int) -> int:
+        if info < 24:
+            return info
+        if info == 24:
+            return self.byte()
+        if info == 25:
+            return int.from_bytes(self.take(2), "big")
+        if info == 26:
+            return int.from_bytes(self.take(4), "big")
+        if info == 27:
+            return int.from_bytes(self.take(8), "big")
+        raise FrameError(MALFORMED, "reserved additional information %d" % info)
+
+    def indefinite(self) -> None:
+        if not self.allow_indefinite:
+            raise FrameError(UNSUPPORTED_CBOR, "indefinite-length items are not allowed")
+
+    def chunks(self, major: int) -> bytes:
+        parts = []
+        while True:
+            ib = self.byte()
+            if ib == 0xFF:
+                return b"".join(parts)
+            if ib >> 5 != major or ib & 0x1F == 31:
+                raise FrameError(MALFORMED, "bad chunk in an indefinite-length string")
+            parts.append(self.take(self.argument(ib & 0x1F)))
+
+    def item(self, depth: int) -> "Any":
+        if depth > self.max_depth:
+            raise FrameError(TOO_DEEP, "nesting deeper than %d" % self.max_depth)
+        ib = self.byte()
+        major = ib >> 5
+        info = ib & 0x1F
+        if major == 7:
+            return self.simple(info)
+        if info == 31:
+            return self.indefinite_item(major, depth)
+        arg = self.argument(info)
+        if major == 0:
+            return arg
+        if major == 1:
+            return -1 - arg
+        if major == 2:
+            return bytes(self.take(arg))
+        if major == 3:
+            return self.text(self.take(arg))
+        if major == 4:
+            if arg > len(self.data) - self.pos:
+                raise FrameError(TRUNCATED, "array longer than the data")
+            return [self.item(depth + 1) for _ in range(arg)]
+        if major == 5:
+            if arg > len(self.data) - self.pos:
+                raise FrameError(TRUNCATED, "map longer than the data")
+            m: dict = {}
+            for _ in range(arg):
+                self.entry(m, depth)
+            return m
+        # major 6: a tag
+        if self.allow_tags is not None and arg not in self.allow_tags:
+            raise FrameError(UNSUPPORTED_CBOR, "tag %d is not allowed here" % arg)
+        return Tag(arg, self.item(depth + 1))
+
+    def indefinite_item(self, major: int, depth: int) -> "Any":
+        self.indefinite()
+        if major == 2:
+            return bytes(self.chunks(2))
+        if major == 3:
+            return self.text(self.chunks(3))
+        if major == 4:
+            arr = []
+            while self.peek() != 0xFF:
+                arr.append(self.item(depth + 1))
+            self.pos += 1
+            return arr
+        if major == 5:
+            m: dict = {}
+            while self.peek() != 0xFF:
+                self.entry(m, depth)
+            self.pos += 1
+            return m
+        raise FrameError(MALFORMED, "indefinite length on major type %d" % major)
+
+    def peek(self) -> int:
+        if self.pos >= len(self.data):
+            raise FrameError(TRUNCATED, "the data ends inside a CBOR item")
+        return self.data[self.pos]
+
+    def entry(self, m: dict, depth: int) -> None:
+        k = self.item(depth + 1)
+        if isinstance(k, (list, dict)):
+            raise FrameError(UNSUPPORTED_CBOR, "arrays and maps as map keys are not supported")
+        if k in m:
+            raise FrameError(DUPLICATE_KEY, "map key %r appears twice" % (k,))
+        m[k] = self.item(depth + 1)
+
+    def text(self, b: bytes) -> str:
+        try:
+            return str(b, "utf-8")
+        except UnicodeError:
+            raise FrameError(MALFORMED, "text string is not valid UTF-8") from None
+
+    def simple(self, info: int) -> "Any":
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        if info < 24:
+            return Simple(info)
+        if info == 24:
+            v = self.byte()
+            if v < 32:
+                raise FrameError(MALFORMED, "simple value %d in two bytes" % v)
+            return Simple(v)
+        if info == 25:
+            return _half(int.from_bytes(self.take(2), "big"))
+        if info == 26:
+            return struct.unpack(">f", self.take(4))[0]
+        if info == 27:
+            return struct.unpack(">d", self.take(8))[0]
+        if info == 31:
+            raise FrameError(MALFORMED, "unexpected break")
+        raise FrameError(MALFORMED, "reserved simple value %d" % info)
+
+
+def loads(
+    data: bytes,
+    max_size: int = 16384,
+    max_depth: int = 16,
+    allow_indefinite: bool = False,
+    allow_tags: "Any" = None,
+) -> "Any":
+    """Decode exactly one CBOR data item from ``data``.
+
+    Raises ``FrameError`` for anything else: more than ``max_size`` bytes, nesting
+    deeper than ``max_depth``, trailing bytes, truncation, malformed items, duplicate
+    map keys, and indefinite lengths unless ``allow_indefinite``. ``allow_tags``, when
+    not None, is the collection of tag numbers accepted.
+    """
+    if len(data) > max_size:
+        raise FrameError(TOO_LARGE, "%d bytes is over the limit of %d" % (len(data), max_size))
+    if not data:
+        raise FrameError(TRUNCATED, "empty input")
+    dec = _Decoder(bytes(data), max_depth, allow_indefinite, allow_tags)
+    obj = dec.item(0)
+    if dec.pos != len(dec.data):
+        raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(dec.data) - dec.pos))
+    return obj
