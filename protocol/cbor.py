@@ -118,7 +118,7 @@ def _encode(out: list, obj: "Any") -> None:
         _head(out, 6, obj.tag)
         _encode(out, obj.value)
     elif isinstance(obj, float):
-        out.append(b"\xfb" + struct.pack(">d", obj))
+        out.append(_float(obj))
     elif isinstance(obj, Simple):
         if obj.value < 24:
             out.append(bytes((0xE0 | obj.value,)))
@@ -126,6 +126,19 @@ def _encode(out: list, obj: "Any") -> None:
             out.append(bytes((0xF8, obj.value)))
     else:
         raise FrameError(UNSUPPORTED_CBOR, "cannot encode a %s" % type(obj).__name__)
+
+
+def _float(x: float) -> bytes:
+    """The shortest of half, single and double that holds ``x`` exactly."""
+    for fmt, ib in ((">e", b"\xf9"), (">f", b"\xfa")):
+        try:
+            packed = struct.pack(fmt, x)
+        except (OverflowError, ValueError):
+            continue
+        y = struct.unpack(fmt, packed)[0]
+        if y == x or (x != x and y != y):
+            return ib + packed
+    return b"\xfb" + struct.pack(">d", x)
 
 
 def dumps(obj: "Any") -> bytes:
@@ -264,8 +277,8 @@ class _Decoder:
 
     def entry(self, m: dict, depth: int) -> None:
         k = self.item(depth + 1)
-        if isinstance(k, (list, dict)):
-            raise FrameError(UNSUPPORTED_CBOR, "arrays and maps as map keys are not supported")
+        if not isinstance(k, (int, str)) or k is True or k is False:
+            raise FrameError(UNSUPPORTED_CBOR, "map keys are integers or text")
         if k in m:
             raise FrameError(DUPLICATE_KEY, "map key %r appears twice" % (k,))
         m[k] = self.item(depth + 1)

@@ -5,6 +5,7 @@ the test suite checks that with the shared vectors and with hypothesis.
 """
 
 import io
+import re
 from typing import Any
 
 import cbor2
@@ -35,6 +36,22 @@ _SEMANTIC = {tag: _refuse_semantic for tag in range(0, 300)}
 _SEMANTIC.update({tag: _refuse_semantic for tag in (1004, 55799, 52, 54, 260, 261)})
 
 
+_MAP_HEADS = re.compile(b"[\xa0-\xbf]")
+
+
+def _check_keys(obj: Any) -> None:
+    """Map keys are integers or text, as the pure codec insists (cbor2 allows more)."""
+    if type(obj) is dict:
+        for key, value in obj.items():
+            if type(key) is not int and type(key) is not str:
+                raise FrameError(UNSUPPORTED_CBOR, "map keys are integers or text")
+            _check_keys(value)
+    elif type(obj) is list:
+        for value in obj:
+            if type(value) is dict or type(value) is list:
+                _check_keys(value)
+
+
 def loads_strict(data: bytes) -> Any:
     """One CBOR data item, with the pure codec's limits and refusals."""
     if len(data) > frames.MAX_FRAME_BYTES:
@@ -60,6 +77,8 @@ def loads_strict(data: bytes) -> Any:
         raise FrameError(TRUNCATED, "the data ends inside a CBOR item") from None
     except Exception as exc:  # cbor2 raises several types; all mean "not valid CBOR"
         raise _translate(exc) from None
+    if _MAP_HEADS.search(data):  # no byte that can start a map: there is no map to check
+        _check_keys(obj)
     if fp.tell() != len(data):
         raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(data) - fp.tell()))
     return obj
