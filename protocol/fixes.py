@@ -1,0 +1,131 @@
+"""Fixes on the wire: the flat items of one fix, and the delta coding of a batch."""
+
+from .errors import FrameError  # noqa: F401 (raised through schema checks)
+from .schema import (
+    BATCH_COLUMNS,
+    FIX_FIELDS,
+    FIX_3D,
+    FLAG_BITS,
+    bad,
+    check_int,
+    is_int,
+)
+
+try:
+    from typing import Any
+except ImportError:  # MicroPython
+    pass
+
+
+
+
+def flags_of(fix: dict) -> int:
+    """The wire flags integer of a fix dict."""
+    flags = check_int(fix.get("fix", FIX_3D), "fix", 0, 3)
+    for name, bit in FLAG_BITS:
+        v = fix.get(name, False)
+        if v is not True and v is not False:
+            raise bad(name, "expected true or false")
+        if v:
+            flags |= bit
+    return flags
+
+
+def set_flags(fix: dict, flags: int) -> None:
+    fix["fix"] = flags & 3
+    for name, bit in FLAG_BITS:
+        fix[name] = bool(flags & bit)
+
+
+def fix_items(fix: dict) -> list:
+    items = []
+    for name, lo, hi in FIX_FIELDS:
+        if name not in fix:
+            raise bad(name, "a fix needs %s" % name)
+        items.append(check_int(fix[name], name, lo, hi))
+    items.append(flags_of(fix))
+    return items
+
+
+def fix_from_items(items: "Any", start: int) -> dict:
+    fix: dict = {}
+    i = start
+    for name, lo, hi in FIX_FIELDS:
+        fix[name] = check_int(items[i], name, lo, hi)
+        i += 1
+    set_flags(fix, check_int(items[i], "flags", 0, 0xFFFF))
+    return fix
+
+
+# --- batch delta coding -------------------------------------------------------
+
+
+def _wrap_heading(d: int) -> int:
+    return (d + 180) % 360 - 180
+
+
+def _column(values: list) -> "Any":
+    """A delta column: one integer when every delta is the same, else the list."""
+    first = values[0]
+    for v in values:
+        if v != first:
+            return values
+    return first
+
+
+def batch_columns(fixes: list, res: int) -> list:
+    rows = [fix_items(f) for f in fixes]
+    cols: list = [[] for _ in BATCH_COLUMNS]
+    # Coordinates are coded against the previous *decoded* coordinate, so rounding to
+    # ``res`` never accumulates: every decoded fix is within res/2 of the true one.
+    rec = [rows[0][1], rows[0][2]]
+    for i in range(1, len(rows)):
+        prev, row = rows[i - 1], rows[i]
+        cols[0].append(row[0] - prev[0])
+        for c in (1, 2):
+            r = _div_round(row[c] - rec[c - 1], res)
+            rec[c - 1] += r * res
+            cols[c].append(r)
+        cols[3].append(row[3] - prev[3])
+        cols[4].append(_wrap_heading(row[4] - prev[4]))
+        for c in (5, 6, 7):
+            cols[c].append(row[c] - prev[c])
+        cols[8].append(row[8] ^ prev[8])
+    return [_column(c) for c in cols]
+
+
+def _div_round(a: int, b: int) -> int:
+    """a / b rounded half away from zero, in integers (identical on every port)."""
+    if a >= 0:
+        return (2 * a + b) // (2 * b)
+    return -((-2 * a + b) // (2 * b))
+
+
+def batch_fixes(first: dict, n: int, cols: list, res: int) -> list:
+    deltas = []
+    for c, name in enumerate(BATCH_COLUMNS):
+        col = cols[c]
+        if is_int(col):
+            deltas.append([col] * (n - 1))
+        elif isinstance(col, list) and len(col) == n - 1:
+            for v in col:
+                if not is_int(v):
+                    raise bad(name, "batch deltas are integers")
+            deltas.append(col)
+        else:
+            raise bad(name, "a batch column is an integer or a list of n - 1 integers")
+    fixes = [first]
+    prev_items = [first[f[0]] for f in FIX_FIELDS] + [flags_of(first)]
+    for i in range(n - 1):
+        row = [prev_items[0] + deltas[0][i]]
+        for c in (1, 2):
+            row.append(prev_items[c] + deltas[c][i] * res)
+        row.append(prev_items[3] + deltas[3][i])
+        row.append((prev_items[4] + deltas[4][i]) % 360)
+        for c in (5, 6, 7):
+            row.append(prev_items[c] + deltas[c][i])
+        row.append(prev_items[8] ^ deltas[8][i])
+        fixes.append(fix_from_items(row, 0))
+        prev_items = row
+    return fixes
+
