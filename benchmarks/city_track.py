@@ -36,7 +36,9 @@ def city_track(
             speed = 0.0
         else:
             accel = 1.5 if speed < target else -2.0
-            speed = max(0.0, min(target, speed + accel * dt)) if abs(speed - target) > 0.5 else target
+            speed = (
+                max(0.0, min(target, speed + accel * dt)) if abs(speed - target) > 0.5 else target
+            )
             dist = speed * dt
             x += dist * math.sin(math.radians(heading))
             y += dist * math.cos(math.radians(heading))

@@ -62,7 +62,7 @@ UNDEFINED = Simple(23)
 # --- encoding -------------------------------------------------------------
 
 
-def _head(out: list, major: int, n: int) -> None:
+def _head(out: list[Any], major: int, n: int) -> None:
     mt = major << 5
     if n < 24:
         out.append(bytes((mt | n,)))
@@ -78,7 +78,7 @@ def _head(out: list, major: int, n: int) -> None:
         raise FrameError(UNSUPPORTED_CBOR, "integer %d does not fit in 64 bits" % n)
 
 
-def _encode(out: list, obj: "Any") -> None:
+def _encode(out: list[Any], obj: "Any") -> None:
     # bool before int: on CPython a bool is an int.
     if obj is False:
         out.append(b"\xf4")
@@ -106,7 +106,7 @@ def _encode(out: list, obj: "Any") -> None:
         # Deterministic encoding (RFC 8949 section 4.2.1): keys sorted by their bytes.
         items = []
         for k, v in obj.items():
-            kb: list = []
+            kb: list[Any] = []
             _encode(kb, k)
             items.append((b"".join(kb), v))
         items.sort(key=lambda kv: kv[0])
@@ -143,7 +143,7 @@ def _float(x: float) -> bytes:
 
 def dumps(obj: "Any") -> bytes:
     """Encode ``obj`` in preferred serialization with deterministically ordered maps."""
-    out: list = []
+    out: list[Any] = []
     _encode(out, obj)
     return b"".join(out)
 
@@ -206,7 +206,7 @@ class _Decoder:
             raise FrameError(UNSUPPORTED_CBOR, "indefinite-length items are not allowed")
 
     def chunks(self, major: int) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             ib = self.byte()
             if ib == 0xFF:
@@ -241,7 +241,7 @@ class _Decoder:
         if major == 5:
             if arg > len(self.data) - self.pos:
                 raise FrameError(TRUNCATED, "map longer than the data")
-            m: dict = {}
+            m: dict[Any, Any] = {}
             for _ in range(arg):
                 self.entry(m, depth)
             return m
@@ -263,7 +263,7 @@ class _Decoder:
             self.pos += 1
             return arr
         if major == 5:
-            m: dict = {}
+            m: dict[Any, Any] = {}
             while self.peek() != 0xFF:
                 self.entry(m, depth)
             self.pos += 1
@@ -275,7 +275,7 @@ class _Decoder:
             raise FrameError(TRUNCATED, "the data ends inside a CBOR item")
         return self.data[self.pos]
 
-    def entry(self, m: dict, depth: int) -> None:
+    def entry(self, m: dict[Any, Any], depth: int) -> None:
         k = self.item(depth + 1)
         if not isinstance(k, (int, str)) or k is True or k is False:
             raise FrameError(UNSUPPORTED_CBOR, "map keys are integers or text")

@@ -12,6 +12,11 @@ import hashlib
 from . import cbor
 from .errors import BAD_MAC, NOT_A_FRAME, FrameError
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython
+    pass
+
 COSE_MAC0_TAG = 17
 ALG_HMAC_256_64 = 4
 PROTECTED = b"\xa1\x01\x04"  # {1: 4}
@@ -89,7 +94,7 @@ def parse(item: "object") -> Mac0:
     return Mac0(kid, payload, tag)
 
 
-def unwrap(data: bytes, max_size: int) -> "tuple":
+def unwrap(data: bytes, max_size: int) -> tuple[Any, ...]:
     """Split an MQTT payload into ``(Mac0 or None, frame bytes)``.
 
     A plain frame comes back as ``(None, data)``; an authenticated one as its parsed,

@@ -3,8 +3,8 @@
 from .errors import FrameError  # noqa: F401 (raised through schema checks)
 from .schema import (
     BATCH_COLUMNS,
-    FIX_FIELDS,
     FIX_3D,
+    FIX_FIELDS,
     FLAG_BITS,
     bad,
     check_int,
@@ -19,7 +19,7 @@ except ImportError:  # MicroPython
 
 
 
-def flags_of(fix: dict) -> int:
+def flags_of(fix: dict[Any, Any]) -> int:
     """The wire flags integer of a fix dict."""
     flags = check_int(fix.get("fix", FIX_3D), "fix", 0, 3)
     for name, bit in FLAG_BITS:
@@ -31,13 +31,13 @@ def flags_of(fix: dict) -> int:
     return flags
 
 
-def set_flags(fix: dict, flags: int) -> None:
+def set_flags(fix: dict[Any, Any], flags: int) -> None:
     fix["fix"] = flags & 3
     for name, bit in FLAG_BITS:
         fix[name] = bool(flags & bit)
 
 
-def fix_items(fix: dict) -> list:
+def fix_items(fix: dict[Any, Any]) -> list[Any]:
     items = []
     for name, lo, hi in FIX_FIELDS:
         if name not in fix:
@@ -47,8 +47,8 @@ def fix_items(fix: dict) -> list:
     return items
 
 
-def fix_from_items(items: "Any", start: int) -> dict:
-    fix: dict = {}
+def fix_from_items(items: "Any", start: int) -> dict[Any, Any]:
+    fix: dict[Any, Any] = {}
     i = start
     for name, lo, hi in FIX_FIELDS:
         fix[name] = check_int(items[i], name, lo, hi)
@@ -64,7 +64,7 @@ def _wrap_heading(d: int) -> int:
     return (d + 180) % 360 - 180
 
 
-def _column(values: list) -> "Any":
+def _column(values: list[Any]) -> "Any":
     """A delta column: one integer when every delta is the same, else the list."""
     first = values[0]
     for v in values:
@@ -73,9 +73,9 @@ def _column(values: list) -> "Any":
     return first
 
 
-def batch_columns(fixes: list, res: int) -> list:
+def batch_columns(fixes: list[Any], res: int) -> list[Any]:
     rows = [fix_items(f) for f in fixes]
-    cols: list = [[] for _ in BATCH_COLUMNS]
+    cols: list[Any] = [[] for _ in BATCH_COLUMNS]
     # Coordinates are coded against the previous *decoded* coordinate, so rounding to
     # ``res`` never accumulates: every decoded fix is within res/2 of the true one.
     rec = [rows[0][1], rows[0][2]]
@@ -101,7 +101,7 @@ def _div_round(a: int, b: int) -> int:
     return -((-2 * a + b) // (2 * b))
 
 
-def batch_fixes(first: dict, n: int, cols: list, res: int) -> list:
+def batch_fixes(first: dict[Any, Any], n: int, cols: list[Any], res: int) -> list[Any]:
     deltas = []
     for c, name in enumerate(BATCH_COLUMNS):
         col = cols[c]

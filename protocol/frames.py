@@ -43,6 +43,33 @@ from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     table_to_wire,
 )
 
+__all__ = [
+    "ACK_RESULTS",
+    "BATCH_COLUMNS",
+    "COMMAND_ARGS",
+    "COMMAND_KINDS",
+    "COMMAND_REQUIRED",
+    "EVENT_DATA",
+    "EVENT_KINDS",
+    "EVENT_REQUIRED",
+    "FIX_FIELDS",
+    "FLAG_BITS",
+    "MAX_BATCH",
+    "MAX_DEPTH",
+    "MAX_FRAME_BYTES",
+    "POSITION_EXT",
+    "STATUS_FIELDS",
+    "TYPE_CODES",
+    "TYPES",
+    "U32",
+    "UPLINK_TYPES",
+    "VERSION",
+    "decode",
+    "encode",
+    "from_wire",
+    "to_wire",
+]
+
 try:
     from typing import Any
 except ImportError:  # MicroPython
@@ -52,7 +79,7 @@ except ImportError:  # MicroPython
 # --- frames -------------------------------------------------------------------
 
 
-def _header(frame: dict) -> list:
+def _header(frame: dict[Any, Any]) -> list[Any]:
     ftype = frame.get("type")
     if ftype not in TYPE_CODES:
         raise FrameError(UNKNOWN_TYPE, "unknown frame type %r" % (ftype,), "type")
@@ -62,10 +89,14 @@ def _header(frame: dict) -> list:
     h = (VERSION - 1) * 8 + TYPE_CODES[ftype]
     if ftype == "command":
         return [h]
-    return [h, check_int(frame.get("boot"), "boot", 0, U32), check_int(frame.get("seq"), "seq", 0, U32)]
+    return [
+        h,
+        check_int(frame.get("boot"), "boot", 0, U32),
+        check_int(frame.get("seq"), "seq", 0, U32),
+    ]
 
 
-def to_wire(frame: dict) -> list:
+def to_wire(frame: dict[Any, Any]) -> list[Any]:
     """Check a frame dict and return the CBOR data item (a list) that carries it."""
     if not isinstance(frame, dict):
         raise FrameError(NOT_A_FRAME, "a frame is a map with a type")
@@ -133,7 +164,7 @@ def to_wire(frame: dict) -> list:
     return items
 
 
-def _only(frame: dict, allowed: tuple) -> None:
+def _only(frame: dict[Any, Any], allowed: tuple[Any, ...]) -> None:
     for name in frame:
         if name not in allowed:
             raise bad(str(name), "unknown field for a %s frame" % frame["type"])
@@ -144,7 +175,7 @@ _FIX_NAMES = tuple(f[0] for f in FIX_FIELDS) + ("fix",) + tuple(f[0] for f in FL
 _EXT_NAMES = tuple(spec[0] for spec in POSITION_EXT.values())
 
 
-def _event_pos_to_wire(frame: dict) -> "Any":
+def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
     if "lat" not in frame and "lon" not in frame:
         return None
     pos = [
@@ -156,12 +187,14 @@ def _event_pos_to_wire(frame: dict) -> "Any":
     return pos
 
 
-def _need(items: list, n: int, ftype: str) -> None:
+def _need(items: list[Any], n: int, ftype: str) -> None:
     if len(items) < n:
-        raise FrameError(NOT_A_FRAME, "a %s frame has at least %d items, not %d" % (ftype, n, len(items)))
+        raise FrameError(
+            NOT_A_FRAME, "a %s frame has at least %d items, not %d" % (ftype, n, len(items))
+        )
 
 
-def from_wire(items: "Any") -> dict:
+def from_wire(items: "Any") -> dict[Any, Any]:
     """Check a decoded CBOR data item and return the frame dict it carries.
 
     Items beyond those this version knows are ignored, as are unknown map keys, so
@@ -174,12 +207,14 @@ def from_wire(items: "Any") -> dict:
         raise FrameError(NOT_A_FRAME, "the first item of a frame is its type")
     version = h // 8 + 1
     if version != VERSION:
-        raise FrameError(BAD_VERSION, "frame version %d; this codec speaks %d" % (version, VERSION), "v")
+        raise FrameError(
+            BAD_VERSION, "frame version %d; this codec speaks %d" % (version, VERSION), "v"
+        )
     code = h % 8
     if code >= len(TYPES):
         raise FrameError(UNKNOWN_TYPE, "unknown frame type %d" % code, "type")
     ftype = TYPES[code]
-    frame: dict = {"type": ftype, "v": version}
+    frame: dict[Any, Any] = {"type": ftype, "v": version}
     if ftype == "command":
         return _command_from_wire(items, frame)
     _need(items, 3, ftype)
@@ -208,7 +243,7 @@ def from_wire(items: "Any") -> dict:
     return frame
 
 
-def _batch_from_wire(items: list, frame: dict) -> None:
+def _batch_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     _need(items, 14, "batch")
     res = check_int(items[3], "res", 1, 1000)
     first = fix_from_items(items, 4)
@@ -224,7 +259,7 @@ def _batch_from_wire(items: list, frame: dict) -> None:
     frame["fixes"] = fixes
 
 
-def _event_from_wire(items: list, frame: dict) -> None:
+def _event_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     _need(items, 6, "event")
     frame["t"] = check_int(items[3], "t", 0, U32)
     kind = name_of(items[4], EVENT_KINDS, "kind")
@@ -242,7 +277,7 @@ def _event_from_wire(items: list, frame: dict) -> None:
     frame["data"] = data
 
 
-def _command_from_wire(items: list, frame: dict) -> dict:
+def _command_from_wire(items: list[Any], frame: dict[Any, Any]) -> dict[Any, Any]:
     _need(items, 4, "command")
     frame["cid"] = check_int(items[1], "cid", 0, U32)
     kind = name_of(items[2], COMMAND_KINDS, "kind")
@@ -254,11 +289,11 @@ def _command_from_wire(items: list, frame: dict) -> dict:
     return frame
 
 
-def encode(frame: dict) -> bytes:
+def encode(frame: dict[Any, Any]) -> bytes:
     """A frame dict -> its CBOR bytes (the MQTT payload of an unauthenticated frame)."""
     return cbor.dumps(to_wire(frame))
 
 
-def decode(data: bytes) -> dict:
+def decode(data: bytes) -> dict[Any, Any]:
     """CBOR bytes -> a checked frame dict; any other input raises ``FrameError``."""
     return from_wire(cbor.loads(data, MAX_FRAME_BYTES, MAX_DEPTH, False, ()))

@@ -183,8 +183,8 @@ def check_config(v: "Any", field: str) -> "Any":
     return v
 
 
-def table_from_wire(m: "Any", table: dict, field: str) -> dict:
-    """A map with integer keys -> dict with names; unknown keys are ignored."""
+def table_from_wire(m: "Any", table: dict[Any, Any], field: str) -> dict[Any, Any]:
+    """A map with integer keys -> dict[Any, Any] with names; unknown keys are ignored."""
     if not isinstance(m, dict):
         raise bad(field, "expected a map, got %s" % typename(m))
     out = {}
@@ -195,7 +195,9 @@ def table_from_wire(m: "Any", table: dict, field: str) -> dict:
     return out
 
 
-def table_to_wire(d: dict, table: dict, skip: tuple) -> dict:
+def table_to_wire(
+    d: dict[Any, Any], table: dict[Any, Any], skip: tuple[Any, ...]
+) -> dict[Any, Any]:
     names = {spec[0]: (k, spec[1]) for k, spec in table.items()}
     out = {}
     for name, v in d.items():
@@ -208,22 +210,21 @@ def table_to_wire(d: dict, table: dict, skip: tuple) -> dict:
     return out
 
 
-def require(d: dict, names: tuple, what: str) -> None:
+def require(d: dict[Any, Any], names: tuple[Any, ...], what: str) -> None:
     for name in names:
         if name not in d:
             raise bad(name, "%s needs %s" % (what, name))
 
 
-def name_of(code: "Any", table: tuple, field: str) -> str:
+def name_of(code: "Any", table: tuple[Any, ...], field: str) -> str:
     for c, n in table:
         if c == code and is_int(code):
-            return n
+            return str(n)
     raise bad(field, "unknown %s %r" % (field, code))
 
 
-def code_of(name: "Any", table: tuple, field: str) -> int:
+def code_of(name: "Any", table: tuple[Any, ...], field: str) -> int:
     for c, n in table:
         if n == name:
-            return c
+            return int(c)
     raise bad(field, "unknown %s %r" % (field, name))
-

@@ -7,6 +7,11 @@ the latter also as the device's last will).
 
 from .errors import BAD_FIELD, FrameError
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython
+    pass
+
 PREFIX = "ft"
 UPLINK = "u"
 DOWNLINK = "d"
@@ -43,7 +48,7 @@ def presence(device: str) -> str:
     return PREFIX + "/" + PRESENCE + "/" + check_device_id(device)
 
 
-def parse(topic: str) -> tuple:
+def parse(topic: str) -> tuple[Any, ...]:
     """``"ft/u/van-12"`` -> ``("u", "van-12")``; anything else raises ``FrameError``."""
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != PREFIX or parts[1] not in (UPLINK, DOWNLINK, PRESENCE):

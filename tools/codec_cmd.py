@@ -76,7 +76,10 @@ def _looks_textual(raw: bytes) -> bool:
 @click.option("--binary", is_flag=True, help="Write raw bytes instead of hex.")
 def encode(source: str | None, hex_key: str | None, kid: str | None, binary: bool) -> None:
     """Encode a frame given as JSON (SOURCE: a file, inline JSON, or - / nothing for stdin)."""
-    name = "stdin" if source in (None, "-") else str(source)
+    if source in (None, "-"):
+        name = "stdin"
+    else:
+        name = str(source) if Path(str(source)).is_file() else "the JSON argument"
     text = _read(source).decode("utf-8", "replace")
     try:
         frame = frame_io.load_json(text, name)

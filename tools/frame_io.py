@@ -68,7 +68,9 @@ def load_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError("%s: line %d column %d: %s" % (source, exc.lineno, exc.colno, exc.msg))
+        raise InputError(
+            "%s: line %d column %d: %s" % (source, exc.lineno, exc.colno, exc.msg)
+        ) from None
 
 
 __all__ = ["FrameError", "InputError", "build", "describe", "load_json", "parse_bytes"]

@@ -1,0 +1,1 @@
+"""The fieldtrack gateway: MQTT in, validated, stored exactly once, forwarded."""

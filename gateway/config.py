@@ -1,0 +1,188 @@
+"""Gateway settings: one TOML file, checked key by key, with embedded defaults.
+
+Every section is a dataclass; its fields are the only keys accepted. A mistake is
+reported as ``file: [section] key: reason`` (with a suggestion for a misspelt key)
+and never as a traceback. Secrets may come from the environment instead of the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .position_filter import ACTIONS, FilterConfig
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the file, key and reason."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "fieldtrack-gateway"
+    username: str = ""
+    password: str = ""  # or FIELDTRACK_MQTT_PASSWORD
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 86400  # how long the broker queues for a stopped gateway
+    tls: bool = False
+    ca_file: str = ""
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "fieldtrack.db"
+    commit_interval_ms: int = 50  # acks wait at most this long for their commit
+    commit_max_messages: int = 2000
+    rejects_keep: int = 100_000
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_boot_lag: int = 3
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    token: str = ""  # or FIELDTRACK_INFLUX_TOKEN
+    org: str = "fieldtrack"
+    bucket: str = "fieldtrack"
+    batch_size: int = 5000
+    timeout_s: float = 10.0
+    retry_min_s: float = 1.0
+    retry_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    enabled: bool = True
+    prefix: str = "fieldtrack"
+    owntracks: bool = False
+    owntracks_prefix: str = "owntracks/fieldtrack"
+    dead_letter: bool = True
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    influx: InfluxConfig = field(default_factory=InfluxConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log_level: str = "info"
+
+
+SECTIONS: dict[str, type] = {
+    "mqtt": MqttConfig,
+    "store": StoreConfig,
+    "pipeline": PipelineSettings,
+    "filters": FilterConfig,
+    "influx": InfluxConfig,
+    "feeds": FeedsConfig,
+    "http": HttpConfig,
+}
+SECRETS_FROM_ENV = {
+    ("mqtt", "password"): "FIELDTRACK_MQTT_PASSWORD",
+    ("influx", "token"): "FIELDTRACK_INFLUX_TOKEN",
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1)
+    if close:
+        return " Did you mean %r?" % close[0]
+    return " Valid keys: %s." % ", ".join(sorted(choices))
+
+
+def _check_type(value: Any, default: Any, where: str) -> Any:
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        name = {bool: "true or false", int: "a whole number", float: "a number",
+                str: "text in quotes"}[expected]
+        raise ConfigError("%s: expected %s, got %r" % (where, name, value))
+    if expected in (int, float) and value < 0:
+        raise ConfigError("%s: must not be negative, got %r" % (where, value))
+    return value
+
+
+def _section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError("%s: expected a table like [%s]" % (where, where.split("[")[-1]))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError("%s: unknown key %r.%s" % (where, key, _suggest(key, list(fields))))
+        kwargs[key] = _check_type(value, getattr(defaults, key), "%s %s" % (where, key))
+        if key.endswith("_action") and value not in ACTIONS:
+            raise ConfigError("%s %s: %r is not one of %s"
+                              % (where, key, value, ", ".join(ACTIONS)))
+    return cls(**kwargs)
+
+
+def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
+    """Check a parsed TOML document and build the config; env overrides secrets."""
+    sections = {f.name: f for f in dataclasses.fields(GatewayConfig)}
+    kwargs: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError("%s: unknown section or key %r.%s"
+                              % (source, name, _suggest(name, list(sections))))
+        if name == "log_level":
+            if values not in _LOG_LEVELS:
+                raise ConfigError("%s: log_level: %r is not one of %s"
+                                  % (source, values, ", ".join(_LOG_LEVELS)))
+            kwargs[name] = values
+            continue
+        kwargs[name] = _section(SECTIONS[name], values, "%s: [%s]" % (source, name))
+    config = GatewayConfig(**kwargs)
+    for (section, key), env in SECRETS_FROM_ENV.items():
+        if os.environ.get(env):
+            sub = dataclasses.replace(getattr(config, section), **{key: os.environ[env]})
+            config = dataclasses.replace(config, **{section: sub})
+    if config.mqtt.port == 0 or config.mqtt.port > 65535:
+        raise ConfigError("%s: [mqtt] port: %d is not a TCP port" % (source, config.mqtt.port))
+    if config.store.commit_max_messages < 1:
+        raise ConfigError("%s: [store] commit_max_messages: must be at least 1" % source)
+    return config
+
+
+def load(path: str | Path | None) -> GatewayConfig:
+    """Read ``path`` (or use the embedded defaults when it is None)."""
+    if path is None:
+        return parse({})
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("%s: no such file" % p) from None
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError("%s: cannot read it: %s" % (p, exc)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("%s: not valid TOML: %s" % (p, exc)) from None
+    return parse(data, str(p))

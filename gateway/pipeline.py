@@ -1,0 +1,170 @@
+"""The gateway pipeline, top to bottom: one MQTT message in, rows for one commit out.
+
+    authenticate -> decode -> check sequence -> filter positions -> [stages] -> rows
+
+Pure logic: no sockets, no SQL. The service feeds it messages and commits the
+``Batch`` it fills; a message's effects are in the batch or it is rejected with a
+reason code. Geofences and derived events plug in as ``stages`` (see ``Stage``),
+between the position filters and the rows, in the order given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fieldtrack.protocol import fast, frames
+from fieldtrack.protocol.errors import FrameError
+
+from .authenticate import Rejected, authenticate
+from .position_filter import FilterConfig, failed_filters
+from .store import MAX_REJECT_BYTES, Batch, Device, DeviceState, event_data_json
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    max_boot_lag: int = 3  # how many boot epochs back a buffered frame may come from
+
+
+@dataclass
+class Record:
+    """One accepted fix or event on its way to the store, open to later stages."""
+
+    device: Device
+    frame_type: str  # position | event | status | command_ack
+    boot: int
+    seq: int
+    values: dict[str, Any]
+    flagged: list[str] = field(default_factory=list)
+    late: bool = False  # older than the device's newest fix: from a buffer
+
+
+class Stage(Protocol):
+    """A pipeline stage after filtering (geofences, trips, ...): may add records."""
+
+    def __call__(self, record: Record, state: DeviceState | None) -> list[Record]: ...
+
+
+@dataclass
+class Outcome:
+    device: str | None = None
+    records: int = 0
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (filter, detail)
+    reject: Rejected | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        registry: dict[str, Device],
+        states: dict[str, DeviceState],
+        stages: Sequence[Stage] = (),
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.config = config
+        self.registry = registry
+        self.states = states
+        self.stages = list(stages)
+        self.clock = clock or time.time
+
+    def process(self, topic: str, data: bytes, received_ms: int, batch: Batch) -> Outcome:
+        """Run one message through every stage, adding its rows to ``batch``."""
+        outcome = Outcome()
+        try:
+            speaker = authenticate(topic, data, self.registry)
+            outcome.device = speaker.device.id
+            frame = self._decode(speaker.payload, speaker.device.id)
+            records = self._records(speaker.device, frame, outcome)
+        except Rejected as exc:
+            outcome.reject = exc
+            batch.rejects.append(_reject_row(topic, data, exc, received_ms))
+            return outcome
+        for record in records:
+            for stage in self.stages:
+                records.extend(stage(record, self.states.get(record.device.id)))
+        for record in records:
+            self._to_rows(record, received_ms, batch)
+        outcome.records = len(records)
+        for name, detail in outcome.dropped:
+            rej = Rejected("filter_" + name, detail, outcome.device)
+            batch.rejects.append(_reject_row(topic, data, rej, received_ms))
+        return outcome
+
+    def _decode(self, payload: bytes, device: str) -> dict[str, Any]:
+        try:
+            frame = fast.decode(payload)
+        except FrameError as exc:
+            raise Rejected(exc.code, str(exc), device) from None
+        if frame["type"] not in frames.UPLINK_TYPES:
+            raise Rejected("unexpected_type", "a device does not send %s frames" % frame["type"],
+                           device)
+        return frame
+
+    def _records(self, device: Device, frame: dict[str, Any], outcome: Outcome) -> list[Record]:
+        state = self.states.get(device.id)
+        boot = frame["boot"]
+        if state is not None and boot < state.boot - self.config.max_boot_lag:
+            raise Rejected("stale_sequence",
+                           "boot %d is more than %d behind the device's boot %d"
+                           % (boot, self.config.max_boot_lag, state.boot), device.id)
+        ftype = frame["type"]
+        if ftype == "position":
+            fixes = [frame]
+        elif ftype == "batch":
+            fixes = frame["fixes"]
+        else:
+            values = {k: v for k, v in frame.items() if k not in ("type", "v", "boot", "seq")}
+            return [Record(device, ftype, boot, frame["seq"], values)]
+        now_s = int(self.clock())
+        records = []
+        for i, fix in enumerate(fixes):
+            record = Record(device, "position", boot, frame["seq"] + i, fix)
+            state = self.states.get(device.id)
+            record.late = state is not None and fix["t"] < state.t
+            failed = failed_filters(fix, state, now_s, self.config.filters)
+            drops = [(name, detail) for name, action, detail in failed if action == "drop"]
+            if drops:
+                outcome.dropped.extend(
+                    (name, "seq %d: %s" % (record.seq, detail)) for name, detail in drops
+                )
+                continue
+            record.flagged = [name for name, action, _ in failed if action == "flag"]
+            records.append(record)
+            if not record.late:
+                self.states[device.id] = DeviceState(
+                    device.id, boot, record.seq, fix["t"], fix["lat"], fix["lon"], fix["spd"],
+                    int(self.clock() * 1000), True,
+                )
+        return records
+
+    def _to_rows(self, record: Record, received_ms: int, batch: Batch) -> None:
+        v = record.values
+        dev = record.device.id
+        if record.frame_type == "position":
+            batch.positions.append((
+                dev, record.boot, record.seq, v["t"], v.get("ms", 0), v["lat"], v["lon"],
+                v["spd"], v["hdg"], v["alt"], v["acc"], v["sats"], v["fix"], int(v["ign"]),
+                int(v["buf"]), int(v["mock"]), ",".join(record.flagged), received_ms,
+            ))
+            if not record.late and dev in self.states:
+                batch.states[dev] = self.states[dev]
+            return
+        if record.frame_type == "event":
+            kind, data = v["kind"], v.get("data", {})
+        else:  # status and command_ack are stored as events of that kind
+            kind = record.frame_type
+            data = {k: x for k, x in v.items() if k != "t"}
+        batch.events.append((
+            dev, record.boot, record.seq, v["t"], kind, v.get("lat"), v.get("lon"), v.get("acc"),
+            event_data_json(data), received_ms,
+        ))
+
+
+def _reject_row(topic: str, data: bytes, rej: Rejected, received_ms: int) -> tuple[Any, ...]:
+    return (received_ms, topic[:200], rej.device, rej.reason, rej.detail[:500],
+            bytes(data[:MAX_REJECT_BYTES]), len(data))

@@ -1,0 +1,262 @@
+"""The gateway process: MQTT in, pipeline, commit, then acknowledge; sinks behind.
+
+One thread owns the MQTT client, the pipeline and the store connection: messages
+are processed inside paho's ``on_message`` (no hand-off between threads, which
+would halve throughput) and their effects are buffered in a ``Batch``. The batch
+is committed when it is full, when it is older than ``commit_interval_ms`` or when
+the socket goes quiet; only then are the PUBACKs sent. A kill at any instant
+therefore loses nothing: uncommitted messages were never acknowledged and the
+broker's persistent session redelivers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fieldtrack.protocol import topics
+
+from . import metrics
+from .config import GatewayConfig
+from .outbox import Outbox
+from .pipeline import Pipeline, PipelineConfig, Stage
+from .store import Batch, Store, now_ms
+
+log = logging.getLogger("fieldtrack.gateway")
+
+REGISTRY_POLL_S = 2.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        stages: Sequence[Stage] = (),
+        sinks: Sequence[Any] = (),
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = Store(config.store.path)
+        self.pipeline = Pipeline(
+            PipelineConfig(filters=config.filters, max_boot_lag=config.pipeline.max_boot_lag),
+            self.store.devices(),
+            self.store.states(),
+            stages,
+        )
+        self.registry_version = self.store.registry_version()
+        self.registry_checked = time.monotonic()
+        self.batch = Batch()
+        self.pending_acks: list[tuple[int, int]] = []
+        self.batch_started = 0.0
+        self.received_in_loop = 0
+        self.stopping = threading.Event()
+        self.connected = False
+        self.on_commit = on_commit
+        self.outboxes = [
+            Outbox(config.store.path, sink, batch_size=getattr(sink, "batch_size", 5000),
+                   retry_min_s=getattr(sink, "retry_min_s", 1.0),
+                   retry_max_s=getattr(sink, "retry_max_s", 60.0))
+            for sink in sinks
+        ]
+        self.client = self._client()
+
+    # --- MQTT ---------------------------------------------------------------
+
+    def _client(self) -> mqtt.Client:
+        cfg = self.config.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(max(1, int(cfg.reconnect_min_s)), int(cfg.reconnect_max_s))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self) -> None:
+        cfg = self.config.mqtt
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        self.client.connect(
+            cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props
+        )
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        self.connected = True
+        metrics.MQTT_CONNECTED.set(1)
+        log.info("connected to %s:%d (session present: %s)", self.config.mqtt.host,
+                 self.config.mqtt.port, flags.session_present)
+        client.subscribe([(topics.UPLINK_FILTER, 1), (topics.PRESENCE_FILTER, 1)])
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected = False
+        metrics.MQTT_CONNECTED.set(0)
+        # Message ids belong to the lost connection: commit what we have, but the acks
+        # cannot be sent any more; the broker will redeliver and the store dedupes.
+        self._commit()
+        self.pending_acks.clear()
+        if not self.stopping.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.received_in_loop += 1
+        if not self.batch_started:
+            self.batch_started = time.monotonic()
+        metrics.FRAMES_IN.inc()
+        received = now_ms()
+        if msg.topic.startswith(topics.PREFIX + "/" + topics.PRESENCE + "/"):
+            self._presence(msg)
+        else:
+            started = time.perf_counter()
+            outcome = self.pipeline.process(msg.topic, bytes(msg.payload), received, self.batch)
+            metrics.STAGE_LATENCY.labels("pipeline").observe(time.perf_counter() - started)
+            if outcome.reject is not None:
+                metrics.REJECTS.labels(outcome.reject.reason).inc()
+                log.info("rejected a frame on %s: %s (%s)", msg.topic[:80],
+                         outcome.reject.reason, outcome.reject.detail)
+            for name, _ in outcome.dropped:
+                metrics.REJECTS.labels("filter_" + name).inc()
+        if msg.qos > 0:
+            self.pending_acks.append((msg.mid, msg.qos))
+        if len(self.pending_acks) >= self.config.store.commit_max_messages:
+            self._commit()
+
+    def _presence(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            _, device = topics.parse(msg.topic)
+        except Exception:
+            return
+        state = self.pipeline.states.get(device)
+        if state is not None:
+            state.online = msg.payload == topics.ONLINE
+            self.batch.states[device] = state
+
+    # --- commit -------------------------------------------------------------
+
+    def _commit(self) -> None:
+        if not self.pending_acks and not len(self.batch):
+            self.batch_started = 0.0
+            return
+        started = time.perf_counter()
+        batch, self.batch = self.batch, Batch()
+        positions, events = self.store.commit(batch)
+        metrics.STAGE_LATENCY.labels("commit").observe(time.perf_counter() - started)
+        metrics.POSITIONS_STORED.inc(positions)
+        metrics.EVENTS_STORED.inc(events)
+        metrics.DUPLICATES.inc(len(batch.positions) - positions + len(batch.events) - events)
+        acks, self.pending_acks = self.pending_acks, []
+        for mid, qos in acks:
+            self.client.ack(mid, qos)
+        self.batch_started = 0.0
+        for outbox in self.outboxes:
+            outbox.wake.set()
+        if self.on_commit is not None:
+            self.on_commit(len(acks))
+
+    def _commit_due(self, idle: bool) -> bool:
+        if not self.pending_acks and not len(self.batch):
+            return False
+        age_ms = (time.monotonic() - self.batch_started) * 1000 if self.batch_started else 0
+        return idle or age_ms >= self.config.store.commit_interval_ms
+
+    def _maybe_reload_registry(self) -> None:
+        if time.monotonic() - self.registry_checked < REGISTRY_POLL_S:
+            return
+        self.registry_checked = time.monotonic()
+        version = self.store.registry_version()
+        if version != self.registry_version:
+            self.registry_version = version
+            self.pipeline.registry = self.store.devices()
+            log.info("device registry reloaded (%d devices)", len(self.pipeline.registry))
+
+    # --- run ----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until ``stop()``; then commit, acknowledge and disconnect cleanly."""
+        for outbox in self.outboxes:
+            outbox.start()
+        delay = self.config.mqtt.reconnect_min_s
+        while not self.stopping.is_set():
+            try:
+                self._connect()
+                break
+            except OSError as exc:
+                log.warning("cannot reach the broker at %s:%d (%s); retrying in %.1f s",
+                            self.config.mqtt.host, self.config.mqtt.port, exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
+        while not self.stopping.is_set():
+            self.received_in_loop = 0
+            timeout = 0.005 if self.pending_acks else 0.1
+            rc = self.client.loop(timeout)
+            if self._commit_due(idle=self.received_in_loop == 0):
+                self._commit()
+            self._maybe_reload_registry()
+            self._update_gauges()
+            if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():
+                self._reconnect(delay)
+                delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
+            elif self.connected:
+                delay = self.config.mqtt.reconnect_min_s
+        self._shutdown()
+
+    def _reconnect(self, delay: float) -> None:
+        self._commit()
+        self.pending_acks.clear()
+        self.stopping.wait(delay)
+        try:
+            self.client.reconnect()
+        except OSError as exc:
+            log.warning("reconnect failed: %s", exc)
+
+    def _update_gauges(self) -> None:
+        metrics.ACKS_PENDING.set(len(self.pending_acks))
+        for outbox in self.outboxes:
+            metrics.SINK_BACKLOG.labels(outbox.sink.name).set(outbox.backlog)
+            metrics.SINK_LAG.labels(outbox.sink.name).set(outbox.lag_s)
+
+    def _shutdown(self) -> None:
+        # Drain: read what the socket already holds, commit it, send the acks.
+        if self.connected:
+            for _ in range(100):
+                self.received_in_loop = 0
+                self.client.loop(0.01)
+                if self.received_in_loop == 0:
+                    break
+        self._commit()
+        if self.connected:
+            self.client.loop(0.05)  # flush the PUBACKs
+            self.client.disconnect()
+            self.client.loop(0.05)
+        for outbox in self.outboxes:
+            outbox.stop()
+        self.store.close()
+        log.info("stopped cleanly")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def healthy(self) -> bool:
+        return self.connected

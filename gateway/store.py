@@ -1,0 +1,346 @@
+"""The embedded store: SQLite in WAL mode, the gateway's durable log and its outbox.
+
+Everything the gateway accepts is committed here before the broker hears an
+acknowledgement, so a crash at any instant loses nothing: what was committed stays,
+what was not is redelivered, and the unique key (device, boot, seq) makes the
+redelivery a no-op. Sinks (InfluxDB, ...) read forward from here with their own
+persistent cursors. The schema is documented in STORE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MAX_REJECT_BYTES = 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    grp TEXT NOT NULL DEFAULT 'default',
+    name TEXT NOT NULL DEFAULT '',
+    key BLOB,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    ms INTEGER NOT NULL DEFAULT 0,
+    lat INTEGER NOT NULL,
+    lon INTEGER NOT NULL,
+    spd INTEGER NOT NULL,
+    hdg INTEGER NOT NULL,
+    alt INTEGER NOT NULL,
+    acc INTEGER NOT NULL,
+    sats INTEGER NOT NULL,
+    fix INTEGER NOT NULL,
+    ign INTEGER NOT NULL,
+    buf INTEGER NOT NULL,
+    mock INTEGER NOT NULL,
+    flagged TEXT NOT NULL DEFAULT '',
+    received INTEGER NOT NULL,
+    UNIQUE (device, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS positions_device_time ON positions (device, t);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    lat INTEGER,
+    lon INTEGER,
+    acc INTEGER,
+    data TEXT NOT NULL DEFAULT '{}',
+    received INTEGER NOT NULL,
+    UNIQUE (device, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS events_device_time ON events (device, t);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    received INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    device TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    raw_len INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_state (
+    device TEXT PRIMARY KEY,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    lat INTEGER NOT NULL,
+    lon INTEGER NOT NULL,
+    spd INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    online INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    position_id INTEGER NOT NULL DEFAULT 0,
+    event_id INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+POSITION_COLUMNS = (
+    "device", "boot", "seq", "t", "ms", "lat", "lon", "spd", "hdg", "alt", "acc", "sats",
+    "fix", "ign", "buf", "mock", "flagged", "received",
+)  # fmt: skip
+EVENT_COLUMNS = ("device", "boot", "seq", "t", "kind", "lat", "lon", "acc", "data", "received")
+
+
+class StoreError(Exception):
+    """The store file cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    group: str
+    key: bytes | None
+    enabled: bool
+    name: str = ""
+
+
+@dataclass
+class DeviceState:
+    """What the pipeline remembers per device: the newest fix by fix time."""
+
+    device: str
+    boot: int
+    seq: int
+    t: int
+    lat: int
+    lon: int
+    spd: int
+    received: int
+    online: bool = False
+
+
+@dataclass
+class Batch:
+    """Everything one commit writes: the effects of a batch of MQTT messages."""
+
+    positions: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    rejects: list[tuple[Any, ...]] = field(default_factory=list)
+    states: dict[str, DeviceState] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """One SQLite database file. Not shared between threads: open one per thread."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=%s" % synchronous)
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                "%s: cannot open the store (%s); is it a fieldtrack SQLite database?"
+                % (self.path, exc)
+            ) from None
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                "%s: schema version %s is newer than this fieldtrack (%d): upgrade fieldtrack"
+                % (self.path, row[0], SCHEMA_VERSION)
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- ingest -------------------------------------------------------------
+
+    def commit(self, batch: Batch) -> tuple[int, int]:
+        """Write a batch in one transaction; returns (positions, events) newly stored.
+
+        Rows whose (device, boot, seq) is already stored are skipped: that is what makes
+        a redelivery after a crash harmless.
+        """
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            before = db.total_changes
+            if batch.positions:
+                db.executemany(_INSERT_POSITION, batch.positions)
+            positions = db.total_changes - before
+            before = db.total_changes
+            if batch.events:
+                db.executemany(_INSERT_EVENT, batch.events)
+            events = db.total_changes - before
+            if batch.rejects:
+                db.executemany(_INSERT_REJECT, batch.rejects)
+            if batch.states:
+                db.executemany(_UPSERT_STATE, [_state_row(s) for s in batch.states.values()])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return positions, events
+
+    def seen(self, device: str, boot: int, seqs: Iterable[int]) -> set[int]:
+        """Which of these sequence numbers of (device, boot) are already stored."""
+        wanted = list(seqs)
+        if not wanted:
+            return set()
+        lo, hi = min(wanted), max(wanted)
+        found: set[int] = set()
+        for table in ("positions", "events"):
+            rows = self.db.execute(
+                "SELECT seq FROM %s WHERE device=? AND boot=? AND seq BETWEEN ? AND ?" % table,
+                (device, boot, lo, hi),
+            )
+            found.update(r[0] for r in rows)
+        return found & set(wanted)
+
+    def states(self) -> dict[str, DeviceState]:
+        rows = self.db.execute(
+            "SELECT device, boot, seq, t, lat, lon, spd, received, online FROM device_state"
+        )
+        return {r[0]: DeviceState(*r[:8], bool(r[8])) for r in rows}
+
+    def prune_rejects(self, keep: int) -> None:
+        self.db.execute(
+            "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (keep,)
+        )
+
+    # --- registry -----------------------------------------------------------
+
+    def devices(self) -> dict[str, Device]:
+        rows = self.db.execute("SELECT id, grp, key, enabled, name FROM devices")
+        return {r[0]: Device(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
+
+    def registry_version(self) -> int:
+        """Bumped by every registry change, so a running gateway notices edits."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='registry_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def put_device(self, device: Device) -> None:
+        ts = now_ms()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "INSERT INTO devices (id, grp, name, key, enabled, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET grp=excluded.grp, "
+            "name=excluded.name, key=excluded.key, enabled=excluded.enabled, "
+            "updated=excluded.updated",
+            (device.id, device.group, device.name, device.key, int(device.enabled), ts, ts),
+        )
+        self._bump_registry()
+        self.db.execute("COMMIT")
+
+    def _bump_registry(self) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('registry_version', '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    # --- outbox -------------------------------------------------------------
+
+    def cursor(self, name: str) -> tuple[int, int]:
+        row = self.db.execute(
+            "SELECT position_id, event_id FROM cursors WHERE name=?", (name,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def set_cursor(self, name: str, position_id: int, event_id: int) -> None:
+        self.db.execute(
+            "INSERT INTO cursors (name, position_id, event_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET position_id=excluded.position_id, "
+            "event_id=excluded.event_id",
+            (name, position_id, event_id),
+        )
+
+    def positions_after(self, after_id: int, limit: int) -> list[sqlite3.Row]:
+        cur = self.db.execute(
+            "SELECT p.*, COALESCE(d.grp, 'default') AS grp FROM positions p "
+            "LEFT JOIN devices d ON d.id = p.device WHERE p.id > ? ORDER BY p.id LIMIT ?",
+            (after_id, limit),
+        )
+        cur.row_factory = sqlite3.Row
+        return cur.fetchall()
+
+    def events_after(self, after_id: int, limit: int) -> list[sqlite3.Row]:
+        cur = self.db.execute(
+            "SELECT e.*, COALESCE(d.grp, 'default') AS grp FROM events e "
+            "LEFT JOIN devices d ON d.id = e.device WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (after_id, limit),
+        )
+        cur.row_factory = sqlite3.Row
+        return cur.fetchall()
+
+    def max_ids(self) -> tuple[int, int]:
+        p = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM positions").fetchone()[0]
+        e = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        return int(p), int(e)
+
+    def iter_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        cur = self.db.execute(sql, params)
+        cur.row_factory = sqlite3.Row
+        yield from cur
+
+
+_INSERT_POSITION = "INSERT OR IGNORE INTO positions (%s) VALUES (%s)" % (
+    ", ".join(POSITION_COLUMNS),
+    ", ".join("?" * len(POSITION_COLUMNS)),
+)
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
+    ", ".join(EVENT_COLUMNS),
+    ", ".join("?" * len(EVENT_COLUMNS)),
+)
+_INSERT_REJECT = (
+    "INSERT INTO rejects (received, topic, device, reason, detail, raw, raw_len) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STATE = (
+    "INSERT INTO device_state (device, boot, seq, t, lat, lon, spd, received, online) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+    "boot=excluded.boot, seq=excluded.seq, t=excluded.t, lat=excluded.lat, lon=excluded.lon, "
+    "spd=excluded.spd, received=excluded.received, online=excluded.online"
+)
+
+
+def _state_row(s: DeviceState) -> tuple[Any, ...]:
+    return (s.device, s.boot, s.seq, s.t, s.lat, s.lon, s.spd, s.received, int(s.online))
+
+
+def event_data_json(data: dict[str, Any]) -> str:
+    return json.dumps(
+        {k: (v.hex() if isinstance(v, bytes) else v) for k, v in data.items()},
+        sort_keys=True, separators=(",", ":"),
+    )

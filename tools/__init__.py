@@ -1,0 +1,1 @@
+"""The fieldtrack command line and the libraries behind it."""

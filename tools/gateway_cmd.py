@@ -1,0 +1,76 @@
+"""``fieldtrack gateway run``: the gateway service, from a TOML file or defaults."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import click
+
+from fieldtrack.gateway import logs, metrics
+from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
+from fieldtrack.gateway.service import Gateway
+from fieldtrack.gateway.store import Store, StoreError
+
+
+class GatewayCommandError(click.ClickException):
+    exit_code = 2
+
+
+def build_sinks(cfg: GatewayConfig) -> list[object]:
+    sinks: list[object] = []
+    if cfg.influx.enabled:
+        from fieldtrack.gateway.influx_sink import InfluxSink
+
+        sinks.append(InfluxSink(cfg.influx))
+    if cfg.feeds.enabled:
+        from fieldtrack.gateway.feed_sink import FeedSink
+
+        sinks.append(FeedSink(cfg.mqtt, cfg.feeds))
+    return sinks
+
+
+@click.group("gateway")
+def gateway() -> None:
+    """Run the gateway service."""
+
+
+@gateway.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="gateway.toml (see gateway/gateway.example.toml); defaults if omitted.")
+@click.option("--sample-publisher", is_flag=True,
+              help="Also run three demo vans publishing signed frames (for a first look).")
+def run(config_path: str | None, sample_publisher: bool) -> None:
+    """Subscribe, validate, store exactly once, forward. SIGTERM/SIGINT stop cleanly."""
+    try:
+        cfg = load(config_path)
+        logs.setup(cfg.log_level)
+        gw = Gateway(cfg, sinks=build_sinks(cfg))
+    except (ConfigError, StoreError) as exc:
+        raise GatewayCommandError(str(exc)) from None
+    if cfg.http.enabled:
+        try:
+            metrics.serve(cfg.http.host, cfg.http.port, gw.healthy)
+        except OSError as exc:
+            raise GatewayCommandError(
+                "[http] %s:%d: cannot listen (%s); set another port or enabled = false"
+                % (cfg.http.host, cfg.http.port, exc.strerror)
+            ) from None
+    publisher = None
+    if sample_publisher:
+        from fieldtrack.tools.sample_publisher import SamplePublisher, demo_keys
+
+        store = Store(cfg.store.path)
+        keys = demo_keys(store)
+        store.close()
+        publisher = SamplePublisher(cfg.mqtt.host, cfg.mqtt.port, keys)
+        publisher.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        gw.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    gw.run()
+    if publisher is not None:
+        publisher.stop()
