@@ -125,6 +125,12 @@ class Pipeline:
         for i, fix in enumerate(fixes):
             record = Record(device, "position", boot, frame["seq"] + i, fix)
             state = self.states.get(device.id)
+            if state is not None and (state.boot, state.seq) == (boot, record.seq):
+                # A redelivery of the newest record: the store already has it (or will
+                # ignore the copy); it is not a "duplicate fix" to filter out.
+                record.late = True
+                records.append(record)
+                continue
             record.late = state is not None and fix["t"] < state.t
             failed = failed_filters(fix, state, now_s, self.config.filters)
             drops = [(name, detail) for name, action, detail in failed if action == "drop"]

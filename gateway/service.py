@@ -88,6 +88,7 @@ class Gateway:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect(self) -> None:
@@ -108,6 +109,15 @@ class Gateway:
         log.info("connected to %s:%d (session present: %s)", self.config.mqtt.host,
                  self.config.mqtt.port, flags.session_present)
         client.subscribe([(topics.UPLINK_FILTER, 1), (topics.PRESENCE_FILTER, 1)])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("the broker refused the subscriptions: %s (check the gateway's ACL)",
+                      ", ".join(failed))
+        else:
+            log.info("subscribed to %s and %s", topics.UPLINK_FILTER, topics.PRESENCE_FILTER)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

@@ -77,6 +77,11 @@ class GatewayProcess:
             stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ),
         )
 
+    def wait_subscribed(self, times: int = 1, timeout: float = 20.0) -> None:
+        """Until the gateway's subscriptions are in place (first start: nothing is queued)."""
+        wait_until(lambda: self.log.exists() and self.log.read_text().count("subscribed to")
+                   >= times, timeout, "the gateway to subscribe")
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -106,7 +111,7 @@ def count(db: Path, sql: str = "SELECT COUNT(*) FROM positions") -> int:
 
 
 def position(seq: int, boot: int = 1, t0: int | None = None) -> dict[str, Any]:
-    t = (t0 if t0 is not None else int(time.time()) - 3600) + seq
+    t = (t0 if t0 is not None else int(time.time()) - 20000) + seq
     return {"type": "position", "boot": boot, "seq": seq, "t": t,
             "lat": 525200000 + seq * 10, "lon": 134050000 + seq * 10, "spd": 30, "hdg": 90,
             "alt": 38, "acc": 3, "sats": 11, "fix": 2, "ign": True}

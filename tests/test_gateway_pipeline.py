@@ -132,6 +132,21 @@ def test_late_fix_is_stored_and_does_not_move_the_device_state() -> None:
     assert "van-1" not in batch.states
 
 
+def test_redelivered_newest_fix_is_not_a_duplicate_reject() -> None:
+    p = make()
+    run(p, "ft/u/van-1", signed(pos(5)))
+    outcome, batch = run(p, "ft/u/van-1", signed(pos(5)))
+    assert not batch.rejects and outcome.reject is None
+    assert len(batch.positions) == 1  # the store's unique key ignores the copy
+
+
+def test_same_fix_under_a_new_sequence_number_is_a_duplicate() -> None:
+    p = make()
+    run(p, "ft/u/van-1", signed(pos(5)))
+    _, batch = run(p, "ft/u/van-1", signed(pos(6)))
+    assert [r[3] for r in batch.rejects] == ["filter_duplicate"]
+
+
 def test_late_fix_is_not_judged_against_a_newer_fix() -> None:
     p = make()
     run(p, "ft/u/van-1", signed(pos(5, t=NOW - 10)))
