@@ -34,6 +34,7 @@ from .store import Batch, Store, now_ms
 log = logging.getLogger("fieldtrack.gateway")
 
 REGISTRY_POLL_S = 2.0
+REJECT_LOG_S = 10.0
 
 
 class Gateway:
@@ -62,6 +63,7 @@ class Gateway:
         self.stopping = threading.Event()
         self.connected = False
         self.on_commit = on_commit
+        self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
         self.outboxes = [
             Outbox(config.store.path, sink, batch_size=getattr(sink, "batch_size", 5000),
                    retry_min_s=getattr(sink, "retry_min_s", 1.0),
@@ -144,14 +146,27 @@ class Gateway:
             metrics.STAGE_LATENCY.labels("pipeline").observe(time.perf_counter() - started)
             if outcome.reject is not None:
                 metrics.REJECTS.labels(outcome.reject.reason).inc()
-                log.info("rejected a frame on %s: %s (%s)", msg.topic[:80],
-                         outcome.reject.reason, outcome.reject.detail)
+                self._log_reject(msg.topic, outcome.reject.reason, outcome.reject.detail)
             for name, _ in outcome.dropped:
                 metrics.REJECTS.labels("filter_" + name).inc()
         if msg.qos > 0:
             self.pending_acks.append((msg.mid, msg.qos))
         if len(self.pending_acks) >= self.config.store.commit_max_messages:
             self._commit()
+
+    def _log_reject(self, topic: str, reason: str, detail: str) -> None:
+        """One line per topic and reason every REJECT_LOG_S: a bad device can't flood logs."""
+        key = (topic[:80], reason)
+        now = time.monotonic()
+        last, suppressed = self.reject_log.get(key, (0.0, 0))
+        if now - last < REJECT_LOG_S:
+            self.reject_log[key] = (last, suppressed + 1)
+            return
+        if len(self.reject_log) > 10_000:
+            self.reject_log.clear()
+        self.reject_log[key] = (now, 0)
+        more = " (+%d more since the last report)" % suppressed if suppressed else ""
+        log.info("rejected a frame on %s: %s (%s)%s", key[0], reason, detail, more)
 
     def _presence(self, msg: mqtt.MQTTMessage) -> None:
         try:
