@@ -35,6 +35,7 @@ log = logging.getLogger("fieldtrack.gateway")
 
 REGISTRY_POLL_S = 2.0
 REJECT_LOG_S = 10.0
+SUMMARY_S = 5.0
 
 
 class Gateway:
@@ -64,6 +65,8 @@ class Gateway:
         self.connected = False
         self.on_commit = on_commit
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0}
+        self.window_started = time.monotonic()
         self.outboxes = [
             Outbox(config.store.path, sink, batch_size=getattr(sink, "batch_size", 5000),
                    retry_min_s=getattr(sink, "retry_min_s", 1.0),
@@ -190,7 +193,12 @@ class Gateway:
         metrics.STAGE_LATENCY.labels("commit").observe(time.perf_counter() - started)
         metrics.POSITIONS_STORED.inc(positions)
         metrics.EVENTS_STORED.inc(events)
-        metrics.DUPLICATES.inc(len(batch.positions) - positions + len(batch.events) - events)
+        duplicates = len(batch.positions) - positions + len(batch.events) - events
+        metrics.DUPLICATES.inc(duplicates)
+        self.window["positions"] += positions
+        self.window["events"] += events
+        self.window["rejects"] += len(batch.rejects)
+        self.window["duplicates"] += duplicates
         acks, self.pending_acks = self.pending_acks, []
         for mid, qos in acks:
             self.client.ack(mid, qos)
@@ -240,6 +248,7 @@ class Gateway:
                 self._commit()
             self._maybe_reload_registry()
             self._update_gauges()
+            self._maybe_log_summary()
             if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():
                 self._reconnect(delay)
                 delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
@@ -255,6 +264,16 @@ class Gateway:
             self.client.reconnect()
         except OSError as exc:
             log.warning("reconnect failed: %s", exc)
+
+    def _maybe_log_summary(self) -> None:
+        """Every few seconds, one line of what was stored: a quiet log that shows life."""
+        if time.monotonic() - self.window_started < SUMMARY_S:
+            return
+        if any(self.window.values()):
+            log.info("stored %(positions)d positions and %(events)d events, rejected "
+                     "%(rejects)d, ignored %(duplicates)d redelivered copies" % self.window)
+        self.window = dict.fromkeys(self.window, 0)
+        self.window_started = time.monotonic()
 
     def _update_gauges(self) -> None:
         metrics.ACKS_PENDING.set(len(self.pending_acks))
