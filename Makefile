@@ -1,10 +1,14 @@
 # The two commands of the README: `make run` and `make test`. Each sets up what it needs.
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_CMD ?= scripts/run.sh
 PY_PACKAGES := fieldtrack protocol gateway tools
-FIRMWARE_CODEC := protocol/__init__.py protocol/errors.py protocol/cbor.py protocol/schema.py \
-                  protocol/fixes.py protocol/frames.py protocol/cose.py protocol/topics.py \
-                  protocol/jsonform.py
+# The protocol modules the firmware imports (whichever exist; the rest is CPython-only).
+FIRMWARE_CODEC := $(wildcard $(addprefix protocol/,__init__.py errors.py cbor.py schema.py \
+                    fixes.py frames.py cose.py topics.py jsonform.py))
+# mypy cannot see through the editable install's import hook (package-dir mapping):
+# it checks a tree of links that mirrors the installed package instead.
+TYPECHECK := build/typecheck/fieldtrack
 
 .PHONY: setup run test lint typecheck firmware bench clean
 
@@ -12,7 +16,7 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	@scripts/run.sh
+	@$(RUN_CMD)
 
 test: setup lint typecheck firmware
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -21,6 +25,10 @@ lint: setup
 	$(BIN)/ruff check $(PY_PACKAGES) tests benchmarks
 
 typecheck: setup
+	@mkdir -p $(TYPECHECK)
+	@ln -sfn ../../../fieldtrack/__init__.py $(TYPECHECK)/__init__.py
+	@ln -sfn ../../../fieldtrack/py.typed $(TYPECHECK)/py.typed
+	@for pkg in protocol gateway tools; do ln -sfn ../../../$$pkg $(TYPECHECK)/$$pkg; done
 	$(BIN)/mypy -p fieldtrack
 
 firmware: setup

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .attendance import AttendanceConfig
+from .fence_tracker import FenceConfig
+from .motion import MotionConfig
 from .position_filter import ACTIONS, FilterConfig
 
 
@@ -28,7 +31,7 @@ class MqttConfig:
     port: int = 1883
     client_id: str = "fieldtrack-gateway"
     username: str = ""
-    password: str = ""  # or FIELDTRACK_MQTT_PASSWORD
+    password: str = field(default="", repr=False)  # or FIELDTRACK_MQTT_PASSWORD
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 86400  # how long the broker queues for a stopped gateway
     tls: bool = False
@@ -54,7 +57,7 @@ class PipelineSettings:
 class InfluxConfig:
     enabled: bool = False
     url: str = "http://127.0.0.1:8086"
-    token: str = ""  # or FIELDTRACK_INFLUX_TOKEN
+    token: str = field(default="", repr=False)  # or FIELDTRACK_INFLUX_TOKEN
     org: str = "fieldtrack"
     bucket: str = "fieldtrack"
     batch_size: int = 5000
@@ -80,6 +83,17 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Derived events: fences file, reorder window, offline detection."""
+
+    enabled: bool = True
+    fences_file: str = ""  # GeoJSON FeatureCollection; hot-reloaded on change or SIGHUP
+    reorder_window_s: int = 60
+    reorder_hold_s: float = 30.0
+    heartbeat_timeout_s: int = 900
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -88,6 +102,11 @@ class GatewayConfig:
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    fences: FenceConfig = field(default_factory=FenceConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    attendance: AttendanceConfig = field(default_factory=AttendanceConfig)
+    working_hours: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
 
@@ -99,6 +118,10 @@ SECTIONS: dict[str, type] = {
     "influx": InfluxConfig,
     "feeds": FeedsConfig,
     "http": HttpConfig,
+    "events": EventsConfig,
+    "fences": FenceConfig,
+    "motion": MotionConfig,
+    "attendance": AttendanceConfig,
 }
 SECRETS_FROM_ENV = {
     ("mqtt", "password"): "FIELDTRACK_MQTT_PASSWORD",
@@ -151,6 +174,9 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
         if name not in sections:
             raise ConfigError("%s: unknown section or key %r.%s"
                               % (source, name, _suggest(name, list(sections))))
+        if name == "working_hours":
+            kwargs[name] = _working_hours(values, source)
+            continue
         if name == "log_level":
             if values not in _LOG_LEVELS:
                 raise ConfigError("%s: log_level: %r is not one of %s"
@@ -168,6 +194,22 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
     if config.store.commit_max_messages < 1:
         raise ConfigError("%s: [store] commit_max_messages: must be at least 1" % source)
     return config
+
+
+def _working_hours(values: Any, source: str) -> dict[str, Any]:
+    """``[working_hours.vans]`` tables: ``tz`` plus day ranges, like a fence's active hours."""
+    from .geofence import FenceError, hours_from
+
+    if not isinstance(values, dict):
+        raise ConfigError("%s: [working_hours]: expected tables like [working_hours.vans]"
+                          % source)
+    out = {}
+    for group, spec in values.items():
+        try:
+            out[group] = hours_from(spec, "%s: [working_hours.%s]" % (source, group))
+        except FenceError as exc:
+            raise ConfigError(str(exc)) from None
+    return out
 
 
 def load(path: str | Path | None) -> GatewayConfig:

@@ -61,7 +61,7 @@ class Outbox:
         self.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Deliver what can be delivered quickly, then stop."""
+        """Stop after the delivery in progress; the rest waits in the store for next time."""
         self.stopping.set()
         self.wake.set()
         self.thread.join(timeout)
@@ -84,7 +84,7 @@ class Outbox:
                         return
                     delay = min(delay * 2, self.retry_max_s)
                     continue
-                if self.stopping.is_set() and not moved:
+                if self.stopping.is_set():
                     return
                 if not moved:
                     self.wake.wait(self.poll_s)

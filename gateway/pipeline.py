@@ -1,23 +1,28 @@
 """The gateway pipeline, top to bottom: one MQTT message in, rows for one commit out.
 
-    authenticate -> decode -> check sequence -> filter positions -> [stages] -> rows
+    authenticate -> decode -> check sequence -> filter positions -> rows
+                                                    -> derive events (fences, trips, ...)
+                                                    -> attendance (check-in/out)
 
 Pure logic: no sockets, no SQL. The service feeds it messages and commits the
 ``Batch`` it fills; a message's effects are in the batch or it is rejected with a
-reason code. Geofences and derived events plug in as ``stages`` (see ``Stage``),
-between the position filters and the rows, in the order given.
+reason code. Derived events (``derive.EventEngine``) and attendance verdicts are
+rows of the same batch, so they are committed with the fixes that caused them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from fieldtrack.protocol import fast, frames
 from fieldtrack.protocol.errors import FrameError
 
+from . import attendance
 from .authenticate import Rejected, authenticate
+from .derive import EventEngine, derived_seq
+from .fence_tracker import Derived
 from .position_filter import FilterConfig, failed_filters
 from .store import MAX_REJECT_BYTES, Batch, Device, DeviceState, event_data_json
 
@@ -26,6 +31,8 @@ from .store import MAX_REJECT_BYTES, Batch, Device, DeviceState, event_data_json
 class PipelineConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     max_boot_lag: int = 3  # how many boot epochs back a buffered frame may come from
+    attendance: attendance.AttendanceConfig = field(
+        default_factory=attendance.AttendanceConfig)
 
 
 @dataclass
@@ -39,12 +46,6 @@ class Record:
     values: dict[str, Any]
     flagged: list[str] = field(default_factory=list)
     late: bool = False  # older than the device's newest fix: from a buffer
-
-
-class Stage(Protocol):
-    """A pipeline stage after filtering (geofences, trips, ...): may add records."""
-
-    def __call__(self, record: Record, state: DeviceState | None) -> list[Record]: ...
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Pipeline:
         config: PipelineConfig,
         registry: dict[str, Device],
         states: dict[str, DeviceState],
-        stages: Sequence[Stage] = (),
+        engine: EventEngine | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         import time
@@ -69,7 +70,7 @@ class Pipeline:
         self.config = config
         self.registry = registry
         self.states = states
-        self.stages = list(stages)
+        self.engine = engine
         self.clock = clock or time.time
 
     def process(self, topic: str, data: bytes, received_ms: int, batch: Batch) -> Outcome:
@@ -85,10 +86,9 @@ class Pipeline:
             batch.rejects.append(_reject_row(topic, data, exc, received_ms))
             return outcome
         for record in records:
-            for stage in self.stages:
-                records.extend(stage(record, self.states.get(record.device.id)))
-        for record in records:
             self._to_rows(record, received_ms, batch)
+        if self.engine is not None:
+            self._derive(records, received_ms, batch)
         outcome.records = len(records)
         for name, detail in outcome.dropped:
             rej = Rejected("filter_" + name, detail, outcome.device)
@@ -169,6 +169,67 @@ class Pipeline:
             dev, record.boot, record.seq, v["t"], kind, v.get("lat"), v.get("lon"), v.get("acc"),
             event_data_json(data), received_ms,
         ))
+
+
+    # --- derived events -------------------------------------------------------
+
+    def _derive(self, records: list[Record], received_ms: int, batch: Batch) -> None:
+        assert self.engine is not None
+        for record in records:
+            if record.frame_type == "position":
+                derived = self.engine.add_fix(record.device, record.values, received_ms / 1000)
+                self._derived_rows(record.device, derived, received_ms, batch)
+            elif record.frame_type == "event" and record.values["kind"] in ("check_in",
+                                                                          "check_out"):
+                self._attendance(record, received_ms, batch)
+        self.engine.flush(batch)
+
+    def _attendance(self, record: Record, received_ms: int, batch: Batch) -> None:
+        assert self.engine is not None
+        v = record.values
+        verdict = attendance.judge(v, self.engine.index, int(self.clock()),
+                                   self.config.attendance)
+        site = str(v.get("data", {}).get("site", ""))
+        batch.attendance.append((
+            record.device.id, record.boot, record.seq, v["kind"], site, v["t"], v.get("lat"),
+            v.get("lon"), v.get("acc"), int(verdict.accepted), verdict.reason,
+            None if verdict.distance_m is None else round(verdict.distance_m, 1),
+        ))
+        kind = "attendance_accepted" if verdict.accepted else "attendance_rejected"
+        data = {"check": v["kind"], "site": site, "reason": verdict.reason, "seq": record.seq}
+        if verdict.distance_m is not None:
+            data["distance_m"] = round(verdict.distance_m, 1)
+        derived = Derived(kind, v["t"], v.get("lat") or 0, v.get("lon") or 0, site, data)
+        self._derived_rows(record.device, [derived], received_ms, batch)
+
+    def _derived_rows(self, device: Device, derived: list[Derived], received_ms: int,
+                      batch: Batch) -> None:
+        for e in derived:
+            data = dict(e.data, fence=e.fence) if e.fence else dict(e.data)
+            batch.events.append((
+                device.id, -1, derived_seq(e.kind, e.t, e.fence), e.t, e.kind, e.lat, e.lon,
+                None, event_data_json(data), received_ms,
+            ))
+            if e.kind == "visit":
+                batch.visits.append((device.id, e.fence, e.data["arrive"], e.data["leave"],
+                                     e.data["duration_s"], e.lat, e.lon))
+
+    def tick(self, batch: Batch) -> None:
+        """Time passes: release held fixes, notice silent devices."""
+        if self.engine is None:
+            return
+        now_ms = int(self.clock() * 1000)
+        for device, e in self.engine.tick(self.registry):
+            self._derived_rows(device, [e], now_ms, batch)
+        self.engine.flush(batch)
+
+    def presence(self, device_id: str, online: bool, batch: Batch) -> None:
+        device = self.registry.get(device_id)
+        if self.engine is None or device is None:
+            return
+        now_ms = int(self.clock() * 1000)
+        self._derived_rows(device, self.engine.presence(device, online), now_ms, batch)
+        self.engine.flush(batch)
 
 
 def _reject_row(topic: str, data: bytes, rej: Rejected, received_ms: int) -> tuple[Any, ...]:

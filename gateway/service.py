@@ -12,6 +12,7 @@ broker's persistent session redelivers them.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 import time
@@ -27,8 +28,12 @@ from fieldtrack.protocol import topics
 
 from . import metrics
 from .config import GatewayConfig
+from .derive import DeriveConfig, EventEngine
+from .feed_sink import dead_letter_message
+from .geofence import FenceError, FenceIndex
+from .geofence import load as load_fences
 from .outbox import Outbox
-from .pipeline import Pipeline, PipelineConfig, Stage
+from .pipeline import Pipeline, PipelineConfig
 from .store import Batch, Store, now_ms
 
 log = logging.getLogger("fieldtrack.gateway")
@@ -43,18 +48,22 @@ class Gateway:
         self,
         config: GatewayConfig,
         *,
-        stages: Sequence[Stage] = (),
         sinks: Sequence[Any] = (),
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.store = Store(config.store.path)
+        self.fences_mtime = 0.0
+        self.engine = self._engine() if config.events.enabled else None
         self.pipeline = Pipeline(
-            PipelineConfig(filters=config.filters, max_boot_lag=config.pipeline.max_boot_lag),
+            PipelineConfig(filters=config.filters, max_boot_lag=config.pipeline.max_boot_lag,
+                           attendance=config.attendance),
             self.store.devices(),
             self.store.states(),
-            stages,
+            self.engine,
         )
+        self.ticked = time.monotonic()
+        self.reload_requested = threading.Event()
         self.registry_version = self.store.registry_version()
         self.registry_checked = time.monotonic()
         self.batch = Batch()
@@ -74,6 +83,54 @@ class Gateway:
             for sink in sinks
         ]
         self.client = self._client()
+
+    # --- derived events -----------------------------------------------------
+
+    def _fence_index(self) -> FenceIndex:
+        path = self.config.events.fences_file
+        if not path:
+            return FenceIndex([])
+        index = load_fences(path)
+        self.fences_mtime = os.path.getmtime(path)
+        log.info("loaded %d geofences from %s", len(index), path)
+        return index
+
+    def _engine(self) -> EventEngine:
+        ev = self.config.events
+        cfg = DeriveConfig(fences=self.config.fences, motion=self.config.motion,
+                           reorder_window_s=ev.reorder_window_s,
+                           reorder_hold_s=ev.reorder_hold_s,
+                           heartbeat_timeout_s=ev.heartbeat_timeout_s,
+                           working_hours=self.config.working_hours)
+        return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time)
+
+    def reload_fences(self) -> None:
+        """Called on SIGHUP (any thread): the main loop reloads at its next turn."""
+        self.reload_requested.set()
+
+    def _maybe_reload_fences(self) -> None:
+        path = self.config.events.fences_file
+        if self.engine is None or not path:
+            return
+        try:
+            changed = os.path.getmtime(path) != self.fences_mtime
+        except OSError:
+            changed = False
+        if not (changed or self.reload_requested.is_set()):
+            return
+        self.reload_requested.clear()
+        try:
+            self.engine.index = self._fence_index()
+        except FenceError as exc:  # keep the fences we have: a typo must not blind us
+            self.fences_mtime = os.path.getmtime(path)
+            log.error("geofences not reloaded, keeping the previous ones: %s", exc)
+
+    def _tick(self) -> None:
+        if time.monotonic() - self.ticked < 1.0:
+            return
+        self.ticked = time.monotonic()
+        self.pipeline.tick(self.batch)
+        self._maybe_reload_fences()
 
     # --- MQTT ---------------------------------------------------------------
 
@@ -150,12 +207,23 @@ class Gateway:
             if outcome.reject is not None:
                 metrics.REJECTS.labels(outcome.reject.reason).inc()
                 self._log_reject(msg.topic, outcome.reject.reason, outcome.reject.detail)
+                self._dead_letter(msg.topic, outcome.device, outcome.reject.reason,
+                                  outcome.reject.detail, len(msg.payload), received)
             for name, _ in outcome.dropped:
                 metrics.REJECTS.labels("filter_" + name).inc()
         if msg.qos > 0:
             self.pending_acks.append((msg.mid, msg.qos))
         if len(self.pending_acks) >= self.config.store.commit_max_messages:
             self._commit()
+
+    def _dead_letter(self, topic: str, device: str | None, reason: str, detail: str,
+                     size: int, received: int) -> None:
+        feeds = self.config.feeds
+        if not (feeds.enabled and feeds.dead_letter):
+            return
+        dl_topic, payload = dead_letter_message(topic, device, reason, detail, size, received,
+                                                prefix=feeds.prefix)
+        self.client.publish(dl_topic, payload, qos=0)
 
     def _log_reject(self, topic: str, reason: str, detail: str) -> None:
         """One line per topic and reason every REJECT_LOG_S: a bad device can't flood logs."""
@@ -176,10 +244,12 @@ class Gateway:
             _, device = topics.parse(msg.topic)
         except Exception:
             return
+        online = msg.payload == topics.ONLINE
         state = self.pipeline.states.get(device)
         if state is not None:
-            state.online = msg.payload == topics.ONLINE
+            state.online = online
             self.batch.states[device] = state
+        self.pipeline.presence(device, online, self.batch)
 
     # --- commit -------------------------------------------------------------
 
@@ -247,6 +317,7 @@ class Gateway:
             if self._commit_due(idle=self.received_in_loop == 0):
                 self._commit()
             self._maybe_reload_registry()
+            self._tick()
             self._update_gauges()
             self._maybe_log_summary()
             if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():

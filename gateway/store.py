@@ -93,6 +93,37 @@ CREATE TABLE IF NOT EXISTS device_state (
     received INTEGER NOT NULL,
     online INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS visits (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    site TEXT NOT NULL,
+    arrive INTEGER NOT NULL,
+    leave INTEGER NOT NULL,
+    duration_s INTEGER NOT NULL,
+    lat INTEGER NOT NULL,
+    lon INTEGER NOT NULL,
+    UNIQUE (device, site, arrive)
+);
+CREATE TABLE IF NOT EXISTS attendance (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    site TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    lat INTEGER,
+    lon INTEGER,
+    acc INTEGER,
+    accepted INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    distance_m REAL,
+    UNIQUE (device, boot, seq)
+);
+CREATE TABLE IF NOT EXISTS derive_state (
+    device TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     position_id INTEGER NOT NULL DEFAULT 0,
@@ -143,9 +174,13 @@ class Batch:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[Any, ...]] = field(default_factory=list)
     states: dict[str, DeviceState] = field(default_factory=dict)
+    visits: list[tuple[Any, ...]] = field(default_factory=list)
+    attendance: list[tuple[Any, ...]] = field(default_factory=list)
+    derive_states: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
+        return (len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
+                + len(self.visits) + len(self.attendance) + len(self.derive_states))
 
 
 def now_ms() -> int:
@@ -208,6 +243,16 @@ class Store:
                 db.executemany(_INSERT_REJECT, batch.rejects)
             if batch.states:
                 db.executemany(_UPSERT_STATE, [_state_row(s) for s in batch.states.values()])
+            if batch.visits:
+                db.executemany(_INSERT_VISIT, batch.visits)
+            if batch.attendance:
+                db.executemany(_INSERT_ATTENDANCE, batch.attendance)
+            if batch.derive_states:
+                db.executemany(
+                    "INSERT INTO derive_state (device, state) VALUES (?, ?) ON CONFLICT "
+                    "(device) DO UPDATE SET state=excluded.state",
+                    list(batch.derive_states.items()),
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -233,7 +278,14 @@ class Store:
         rows = self.db.execute(
             "SELECT device, boot, seq, t, lat, lon, spd, received, online FROM device_state"
         )
-        return {r[0]: DeviceState(*r[:8], bool(r[8])) for r in rows}
+        return {
+            r[0]: DeviceState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+            for r in rows
+        }
+
+    def derive_states(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT device, state FROM derive_state")
+        return {r[0]: json.loads(r[1]) for r in rows}
 
     def prune_rejects(self, keep: int) -> None:
         self.db.execute(
@@ -326,6 +378,14 @@ _INSERT_EVENT = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
 _INSERT_REJECT = (
     "INSERT INTO rejects (received, topic, device, reason, detail, raw, raw_len) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_VISIT = (
+    "INSERT OR IGNORE INTO visits (device, site, arrive, leave, duration_s, lat, lon) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ATTENDANCE = (
+    "INSERT OR IGNORE INTO attendance (device, boot, seq, kind, site, t, lat, lon, acc, "
+    "accepted, reason, distance_m) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_STATE = (
     "INSERT INTO device_state (device, boot, seq, t, lat, lon, spd, received, online) "

@@ -78,6 +78,7 @@ EVENT_DATA = {
     10: ("note", "tstr"),
     11: ("ext", "uint"),
     12: ("value", "bstr"),
+    13: ("mock", "bool"),  # the phone reported a mock (simulated) location
 }
 EVENT_REQUIRED = {
     "check_in": ("site",),
@@ -147,6 +148,10 @@ def check_value(v: "Any", kind: str, field: str) -> "Any":
         return check_int(v, field, -U32, U32)
     if kind == "pct":
         return check_int(v, field, 0, 100)
+    if kind == "bool":
+        if v is not True and v is not False:
+            raise bad(field, "expected true or false, got %s" % typename(v))
+        return v
     if kind == "tstr":
         if not isinstance(v, str):
             raise bad(field, "expected text, got %s" % typename(v))

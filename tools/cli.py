@@ -1,12 +1,14 @@
 """The ``fieldtrack`` command: one entry point, grouped subcommands, clear errors.
 
-User mistakes (a bad file, field or argument) end as ``error: <what and where>`` on
-stderr with exit code 2 and no traceback; ``--verbose`` shows the traceback for
-reporting a bug.
+Errors: a user mistake is a ``FieldtrackError`` (``tools/errors.py``; each command
+module subclasses it). ``main`` catches it in one place: ``error: <message>`` on stderr,
+exit code 2, no traceback; ``--verbose`` re-raises it to show the traceback. Anything
+else is a bug: exit code 1 and a request to report it with ``--verbose``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +17,7 @@ import click
 from fieldtrack import __version__
 
 from .codec_cmd import decode, encode
+from .errors import FieldtrackError
 from .gateway_cmd import gateway
 
 
@@ -28,36 +31,41 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj["verbose"] = verbose
 
 
+# -- Subcommands: register yours here -------------------------------------------------
 cli.add_command(decode)
 cli.add_command(encode)
 cli.add_command(gateway)
 
-
-def _register_optional() -> None:
-    """Command groups that live in their own modules."""
-    try:
-        from .devices_cmd import devices
-
-        cli.add_command(devices)
-    except ImportError:  # pragma: no cover (module not present in this build)
-        pass
-    try:
-        from .export_cmd import export
-
-        cli.add_command(export)
-    except ImportError:  # pragma: no cover
-        pass
+# Command modules still being written: (module in this package, click command in it).
+# Move a pair to the explicit imports above once its module has landed.
+PENDING = (("devices_cmd", "devices"), ("export_cmd", "export"))
 
 
-_register_optional()
+def _register_pending() -> None:
+    for module, name in PENDING:
+        try:
+            mod = importlib.import_module("%s.%s" % (__package__, module))
+        except ModuleNotFoundError as exc:
+            if exc.name == "%s.%s" % (__package__, module):
+                continue  # not written yet; an import failing *inside* it still raises
+            raise
+        cli.add_command(getattr(mod, name))
+
+
+_register_pending()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and, from the console script, exits with) the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in args or "--verbose" in args
+    obj: dict[str, object] = {}  # becomes ctx.obj: the group callback stores "verbose"
     try:
-        cli.main(args=args, prog_name="fieldtrack", standalone_mode=False)
+        cli.main(args=args, prog_name="fieldtrack", standalone_mode=False, obj=obj)
+    except FieldtrackError as exc:
+        if obj.get("verbose"):
+            raise
+        click.echo("error: %s" % exc.format_message(), err=True)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -70,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except Exception as exc:  # a bug, not a user mistake: say so
-        if verbose:
+        if obj.get("verbose"):
             raise
         click.echo("error: %s: %s (a bug: run with --verbose and report the traceback)"
                    % (type(exc).__name__, exc), err=True)

@@ -11,10 +11,11 @@ import click
 from fieldtrack.protocol.errors import FrameError
 
 from . import frame_io
+from .errors import FieldtrackError
 
 
-class CodecError(click.ClickException):
-    exit_code = 2
+class CodecError(FieldtrackError):
+    """Input that cannot be decoded or encoded: bad bytes, JSON, key or frame."""
 
 
 def _read(source: str | None) -> bytes:

@@ -9,12 +9,15 @@ import click
 
 from fieldtrack.gateway import logs, metrics
 from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
+from fieldtrack.gateway.geofence import FenceError
 from fieldtrack.gateway.service import Gateway
 from fieldtrack.gateway.store import Store, StoreError
 
+from .errors import FieldtrackError
 
-class GatewayCommandError(click.ClickException):
-    exit_code = 2
+
+class GatewayCommandError(FieldtrackError):
+    """A gateway that cannot start: bad configuration, store or port."""
 
 
 def build_sinks(cfg: GatewayConfig) -> list[object]:
@@ -46,7 +49,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
         cfg = load(config_path)
         logs.setup(cfg.log_level)
         gw = Gateway(cfg, sinks=build_sinks(cfg))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, FenceError) as exc:
         raise GatewayCommandError(str(exc)) from None
     if cfg.http.enabled:
         try:
@@ -69,6 +72,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         gw.stop()
 
+    signal.signal(signal.SIGHUP, lambda signum, frame: gw.reload_fences())
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     gw.run()

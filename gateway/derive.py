@@ -1,0 +1,164 @@
+"""The derived-events stage: fixes in fix-time order through fences and motion rules.
+
+Fixes of one device are held in a small reorder buffer and released in fix-time order
+once they are ``reorder_window_s`` older than the newest fix or have waited
+``reorder_hold_s`` of wall time, so a tracker's buffer that arrives shuffled is
+judged in the order it happened. A fix older than what was already released is still
+stored, but it can no longer change the device's state (it is counted as too late).
+The state of every device (buffer included) is saved with the same commit as the
+records that changed it, so a restart resumes exactly where the store left off, and
+re-deriving an event after a redelivery produces the same key (device, kind, time,
+fence), which the store ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import fence_tracker, motion
+from .fence_tracker import Derived, FenceConfig
+from .geofence import FenceIndex
+from .store import Batch, Device
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    fences: FenceConfig = field(default_factory=FenceConfig)
+    motion: motion.MotionConfig = field(default_factory=motion.MotionConfig)
+    reorder_window_s: int = 60
+    reorder_hold_s: float = 30.0
+    heartbeat_timeout_s: int = 900  # device_offline when silent this long (0: off)
+    working_hours: dict[str, Any] = field(default_factory=dict)  # group -> ActiveHours
+
+
+def derived_seq(kind: str, t: int, fence: str) -> int:
+    """The store key of a derived event: the same event always gets the same number."""
+    return zlib.crc32(("%s|%d|%s" % (kind, t, fence)).encode())
+
+
+class EventEngine:
+    """Holds every device's derive state; ``process`` feeds it, ``flush`` saves it."""
+
+    def __init__(
+        self,
+        config: DeriveConfig,
+        index: FenceIndex,
+        states: dict[str, dict[str, Any]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.index = index
+        self.states = states
+        self.clock = clock
+        self.dirty: set[str] = set()
+        self.too_late = 0
+
+    def state(self, device: str) -> dict[str, Any]:
+        st = self.states.get(device)
+        if st is None:
+            st = {"fences": fence_tracker.new_state(), "motion": motion.new_state(),
+                  "buffer": [], "released_t": None, "seen": 0.0, "online": None}
+            self.states[device] = st
+        return st
+
+    def add_fix(self, device: Device, fix: dict[str, Any], received: float) -> list[Derived]:
+        """Queue one stored fix; returns the events of every fix it releases."""
+        st = self.state(device.id)
+        self.dirty.add(device.id)
+        st["seen"] = max(st["seen"], received)
+        released = st["released_t"]
+        events: list[Derived] = []
+        if st["online"] is not True:
+            st["online"] = True
+            events.append(Derived("device_online", fix["t"], fix["lat"], fix["lon"]))
+        if released is not None and fix["t"] <= released:
+            self.too_late += 1
+            return events
+        st["buffer"].append([fix["t"], received, _slim(fix)])
+        st["buffer"].sort(key=lambda item: item[0])
+        return events + self._release(device, st, received)
+
+    def _release(self, device: Device, st: dict[str, Any], now: float) -> list[Derived]:
+        buf = st["buffer"]
+        if not buf:
+            return []
+        newest = buf[-1][0]
+        events: list[Derived] = []
+        while buf and (buf[0][0] <= newest - self.config.reorder_window_s
+                       or now - buf[0][1] >= self.config.reorder_hold_s):
+            t, _, fix = buf.pop(0)
+            st["released_t"] = t
+            events.extend(self._judge(device, st, fix))
+        return events
+
+    def _judge(self, device: Device, st: dict[str, Any], fix: dict[str, Any]) -> list[Derived]:
+        """All rules, on one fix, in fix-time order."""
+        events = fence_tracker.track(st["fences"], fix, device.group, self.index,
+                                     self.config.fences)
+        limit = self._speed_limit(st["fences"])
+        events.extend(motion.step(st["motion"], fix, limit, self.config.motion))
+        hours = self.config.working_hours.get(device.group)
+        if hours is not None and fix["spd"] >= self.config.motion.moving_kmh \
+                and not hours.active(fix["t"]):
+            last = st.get("ooh_t", 0)
+            if fix["t"] - last >= 3600:  # at most once an hour while it goes on
+                st["ooh_t"] = fix["t"]
+                events.append(Derived("out_of_hours", fix["t"], fix["lat"], fix["lon"], "",
+                                      {"group": device.group}))
+        return events
+
+    def _speed_limit(self, fence_state: dict[str, Any]) -> int | None:
+        limits = [f.speed_limit_kmh for fid in fence_state["inside"]
+                  if (f := self.index.by_id.get(fid)) is not None
+                  and f.speed_limit_kmh is not None]
+        return min(limits) if limits else None
+
+    def tick(self, registry: dict[str, Device]) -> list[tuple[Device, Derived]]:
+        """Release fixes that waited long enough; mark silent devices offline."""
+        now = self.clock()
+        out: list[tuple[Device, Derived]] = []
+        for device_id, st in self.states.items():
+            device = registry.get(device_id)
+            if device is None:
+                continue
+            before = len(out)
+            out.extend((device, e) for e in self._release(device, st, now))
+            timeout = self.config.heartbeat_timeout_s
+            if timeout and st["online"] and now - st["seen"] > timeout:
+                st["online"] = False
+                last = st["fences"]["last"] or [int(st["seen"]), 0, 0]
+                silent = int(now - st["seen"])
+                out.append((device, Derived("device_offline", int(now), last[1], last[2], "",
+                                            {"reason": "heartbeat", "silent_s": silent})))
+            if len(out) > before:
+                self.dirty.add(device_id)
+        return out
+
+    def presence(self, device: Device, online: bool) -> list[Derived]:
+        """The broker's retained presence / last will for a device."""
+        st = self.state(device.id)
+        if st["online"] is online:
+            return []
+        st["online"] = online
+        self.dirty.add(device.id)
+        last = st["fences"]["last"] or [int(self.clock()), 0, 0]
+        kind = "device_online" if online else "device_offline"
+        return [Derived(kind, int(self.clock()), last[1], last[2], "",
+                        {"reason": "presence"})]
+
+    def flush(self, batch: Batch) -> None:
+        for device_id in self.dirty:
+            batch.derive_states[device_id] = json.dumps(self.states[device_id],
+                                                        separators=(",", ":"))
+        self.dirty.clear()
+
+
+_SLIM = ("t", "lat", "lon", "spd", "hdg", "acc", "ign", "fix")
+
+
+def _slim(fix: dict[str, Any]) -> dict[str, Any]:
+    return {k: fix[k] for k in _SLIM if k in fix}

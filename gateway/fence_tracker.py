@@ -1,0 +1,164 @@
+"""Per-device geofence state with hysteresis: enter, exit, dwell, visits, crossings.
+
+GPS jitter at a boundary is the classic cause of flapping. Here a fix changes nothing
+unless it is inside (or outside) by more than a margin that grows with the fix's
+reported accuracy, for ``confirm_fixes`` fixes in a row: a fix with 30 m accuracy
+cannot prove it is 5 m inside. When two fixes straddle a small fence (sparse
+reporting, a fast van), the segment between them is tested and the passage is
+reported with interpolated times. Pure logic: state in, events out; the state is a
+plain dict so the store can persist it as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .geofence import Fence, FenceIndex
+
+VISIT_KINDS = ("customer", "site")
+
+
+@dataclass(frozen=True)
+class FenceConfig:
+    margin_m: float = 5.0  # inside/outside by at least this much (plus the accuracy)
+    accuracy_factor: float = 1.0  # how much of the reported accuracy widens the margin
+    confirm_fixes: int = 2  # consecutive fixes beyond the margin to change state
+    dwell_s: int = 600  # geofence_dwell after this long inside (per fence: dwell_s)
+    visit_min_s: int = 300  # a stay this long in a customer/site fence is a visit
+    crossing_max_gap_s: int = 300  # segments longer than this in time are not interpolated
+
+
+@dataclass
+class Derived:
+    """A derived event: what happened, when (fix time), where, and to which fence."""
+
+    kind: str
+    t: int
+    lat: int
+    lon: int
+    fence: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def new_state() -> dict[str, Any]:
+    """inside: fence -> {since, lat, lon, out (streak), out_t, dwell}; pending: fence -> [n, t]."""
+    return {"inside": {}, "pending": {}, "last": None}
+
+
+def track(
+    state: dict[str, Any],
+    fix: dict[str, Any],
+    group: str,
+    index: FenceIndex,
+    cfg: FenceConfig,
+) -> list[Derived]:
+    """Advance one device's fence state by one fix (in fix-time order)."""
+    t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
+    lat, lon = lat7 * 1e-7, lon7 * 1e-7
+    out: list[Derived] = []
+    inside: dict[str, Any] = state["inside"]
+    pending: dict[str, Any] = state["pending"]
+    candidates = {f.id: f for f in index.near(lat, lon)}
+    for fid in list(inside) + list(pending):
+        fence = index.by_id.get(fid)
+        if fence is None:  # the fence was removed: forget it quietly
+            inside.pop(fid, None)
+            pending.pop(fid, None)
+        else:
+            candidates[fid] = fence
+    for fence in candidates.values():
+        margin = (fence.margin_m if fence.margin_m is not None else cfg.margin_m)
+        threshold = margin + cfg.accuracy_factor * fix.get("acc", 0)
+        d = fence.signed_distance(lat, lon)
+        if fence.id in inside:
+            _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
+        elif fence.applies(group, t):
+            _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
+    for fid, info in inside.items():
+        fence = index.by_id[fid]
+        dwell = fence.dwell_s if fence.dwell_s is not None else cfg.dwell_s
+        if not info["dwell"] and t - info["since"] >= dwell:
+            info["dwell"] = True
+            out.append(Derived("geofence_dwell", t, lat7, lon7, fid,
+                               {"since": info["since"], "seconds": t - info["since"]}))
+    last = state["last"]
+    if last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s:
+        out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg))
+    state["last"] = [t, lat7, lon7]
+    out.sort(key=lambda e: e.t)
+    return out
+
+
+def _maybe_enter(fence: Fence, inside: dict[str, Any], pending: dict[str, Any], d: float,
+                 threshold: float, fix: dict[str, Any], cfg: FenceConfig,
+                 out: list[Derived]) -> None:
+    if d <= threshold:
+        pending.pop(fence.id, None)
+        return
+    n, first_t, first_lat, first_lon = pending.get(fence.id, (0, fix["t"], fix["lat"], fix["lon"]))
+    n += 1
+    if n < cfg.confirm_fixes:
+        pending[fence.id] = (n, first_t, first_lat, first_lon)
+        return
+    pending.pop(fence.id, None)
+    inside[fence.id] = {"since": first_t, "lat": first_lat, "lon": first_lon, "out": 0,
+                        "out_t": 0, "dwell": False}
+    out.append(Derived("geofence_enter", first_t, first_lat, first_lon, fence.id,
+                       {"name": fence.name, "kind": fence.kind}))
+    if fence.kind == "no-go":
+        out.append(Derived("no_go_enter", first_t, first_lat, first_lon, fence.id,
+                           {"name": fence.name}))
+
+
+def _maybe_exit(fence: Fence, inside: dict[str, Any], d: float, threshold: float,
+                fix: dict[str, Any], cfg: FenceConfig, out: list[Derived]) -> None:
+    info = inside[fence.id]
+    if d >= -threshold:
+        info["out"] = 0
+        return
+    if info["out"] == 0:
+        info["out_t"], info["out_lat"], info["out_lon"] = fix["t"], fix["lat"], fix["lon"]
+    info["out"] += 1
+    if info["out"] < cfg.confirm_fixes:
+        return
+    del inside[fence.id]
+    left = info["out_t"]
+    out.append(Derived("geofence_exit", left, info["out_lat"], info["out_lon"], fence.id,
+                       {"name": fence.name, "kind": fence.kind, "since": info["since"]}))
+    if fence.kind in VISIT_KINDS and left - info["since"] >= cfg.visit_min_s:
+        out.append(Derived("visit", left, info["lat"], info["lon"], fence.id,
+                           {"site": fence.id, "name": fence.name, "arrive": info["since"],
+                            "leave": left, "duration_s": left - info["since"]}))
+
+
+def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceIndex,
+               inside: dict[str, Any], pending: dict[str, Any], seen: dict[str, Fence],
+               cfg: FenceConfig) -> list[Derived]:
+    """Fences passed between two fixes, neither of which was inside them."""
+    out: list[Derived] = []
+    a = (last[1] * 1e-7, last[2] * 1e-7)
+    b = (fix["lat"] * 1e-7, fix["lon"] * 1e-7)
+    for fence in index.along(a, b):
+        if fence.id in inside or fence.id in pending or not fence.applies(group, fix["t"]):
+            continue
+        if fence.signed_distance(*a) > 0 or fence.signed_distance(*b) > 0:
+            continue  # one end is inside: the hysteresis rules decide, not interpolation
+        span = fence.crossing(a, b)
+        if span is None:
+            continue
+        dt = fix["t"] - last[0]
+        t_in = last[0] + round(span[0] * dt)
+        t_out = last[0] + round(span[1] * dt)
+        lat_in = round(last[1] + span[0] * (fix["lat"] - last[1]))
+        lon_in = round(last[2] + span[0] * (fix["lon"] - last[2]))
+        lat_out = round(last[1] + span[1] * (fix["lat"] - last[1]))
+        lon_out = round(last[2] + span[1] * (fix["lon"] - last[2]))
+        data = {"name": fence.name, "kind": fence.kind, "interpolated": True}
+        out.append(Derived("geofence_enter", t_in, lat_in, lon_in, fence.id, dict(data)))
+        if fence.kind == "no-go":
+            out.append(Derived("no_go_enter", t_in, lat_in, lon_in, fence.id,
+                               {"name": fence.name, "interpolated": True}))
+        out.append(Derived("geofence_exit", t_out, lat_out, lon_out, fence.id,
+                           dict(data, since=t_in)))
+    return out

@@ -1,0 +1,317 @@
+"""Geofences: a GeoJSON FeatureCollection (RFC 7946) in, a spatial index out.
+
+Shapes: Polygon and MultiPolygon (holes respected), circles (a Point with
+``radius_m``) and corridors (a LineString with ``width_m``). Every fence is kept in
+its own local metric frame (an equirectangular projection at the fence's centre,
+exact to well under a metre across a city block), so that margins and distances are
+in metres; an STRtree over the fences' bounding boxes in degrees finds the
+candidates for a fix, so the cost per fix barely grows with the number of fences.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import shapely
+from shapely.geometry import LineString, Point, shape
+from shapely.geometry.base import BaseGeometry
+
+M_PER_DEG = 111_320.0
+KINDS = ("site", "customer", "depot", "no-go", "speed-zone", "work-area")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class FenceError(Exception):
+    """A fence file that cannot be used; the message names the file, feature and field."""
+
+
+@dataclass(frozen=True)
+class ActiveHours:
+    """When a fence applies: per weekday, [start, end) local times in a time zone."""
+
+    tz: ZoneInfo
+    windows: dict[int, tuple[tuple[time, time], ...]]
+
+    def active(self, t: int) -> bool:
+        local = datetime.fromtimestamp(t, self.tz)
+        now = local.time()
+        return any(a <= now < b for a, b in self.windows.get(local.weekday(), ()))
+
+
+@dataclass
+class Fence:
+    id: str
+    name: str
+    kind: str
+    geometry: BaseGeometry  # in the fence's local frame, metres
+    lat0: float
+    lon0: float
+    speed_limit_kmh: int | None = None
+    groups: frozenset[str] = frozenset()  # empty: applies to every group
+    hours: ActiveHours | None = None
+    margin_m: float | None = None
+    dwell_s: int | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boundary = self.geometry.boundary
+        shapely.prepare(self.geometry)
+        shapely.prepare(self.boundary)
+
+    def to_local(self, lat: float, lon: float) -> tuple[float, float]:
+        x = (lon - self.lon0) * M_PER_DEG * math.cos(math.radians(self.lat0))
+        y = (lat - self.lat0) * M_PER_DEG
+        return x, y
+
+    def signed_distance(self, lat: float, lon: float) -> float:
+        """Metres inside the fence (positive) or outside it (negative)."""
+        p = Point(self.to_local(lat, lon))
+        d = float(self.boundary.distance(p))
+        return d if self.geometry.covers(p) else -d
+
+    def applies(self, group: str, t: int) -> bool:
+        if self.groups and group not in self.groups:
+            return False
+        return self.hours is None or self.hours.active(t)
+
+    def crossing(
+        self, a: tuple[float, float], b: tuple[float, float]
+    ) -> tuple[float, float] | None:
+        """Where the segment a->b (lat, lon) is inside the fence, as fractions of it."""
+        pa, pb = self.to_local(*a), self.to_local(*b)
+        seg = LineString([pa, pb])
+        inside = seg.intersection(self.geometry)
+        if inside.is_empty or seg.length == 0:
+            return None
+        fractions = [seg.project(Point(c)) / seg.length for c in _coords(inside)]
+        return min(fractions), max(fractions)
+
+
+def _coords(geom: BaseGeometry) -> Iterable[tuple[float, float]]:
+    if hasattr(geom, "geoms"):
+        for g in geom.geoms:
+            yield from _coords(g)
+    elif not geom.is_empty:
+        yield from geom.coords
+
+
+class FenceIndex:
+    """All fences and an STRtree over their bounding boxes (in degrees)."""
+
+    def __init__(self, fences: list[Fence]) -> None:
+        self.fences = fences
+        self.by_id = {f.id: f for f in fences}
+        boxes = [shapely.box(*_bounds_deg(f)) for f in fences]
+        self.tree = shapely.STRtree(boxes) if boxes else None
+
+    def __len__(self) -> int:
+        return len(self.fences)
+
+    def near(self, lat: float, lon: float) -> list[Fence]:
+        """Fences whose bounding box holds the point: the candidates for a fix."""
+        if self.tree is None:
+            return []
+        return [self.fences[i] for i in self.tree.query(Point(lon, lat))]
+
+    def along(self, a: tuple[float, float], b: tuple[float, float]) -> list[Fence]:
+        """Fences whose bounding box meets the segment a->b (lat, lon)."""
+        if self.tree is None:
+            return []
+        seg = LineString([(a[1], a[0]), (b[1], b[0])])
+        return [self.fences[i] for i in self.tree.query(seg)]
+
+
+def _bounds_deg(f: Fence) -> tuple[float, float, float, float]:
+    minx, miny, maxx, maxy = f.geometry.bounds
+    k = M_PER_DEG * math.cos(math.radians(f.lat0))
+    return (f.lon0 + minx / k, f.lat0 + miny / M_PER_DEG,
+            f.lon0 + maxx / k, f.lat0 + maxy / M_PER_DEG)
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def load(path: str | Path) -> FenceIndex:
+    """Read a GeoJSON FeatureCollection of fences; every mistake names feature and field."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FenceError("%s: no such file" % p) from None
+    except (OSError, UnicodeError) as exc:
+        raise FenceError("%s: cannot read it: %s" % (p, exc)) from None
+    except json.JSONDecodeError as exc:
+        raise FenceError("%s: line %d column %d: not valid JSON: %s"
+                         % (p, exc.lineno, exc.colno, exc.msg)) from None
+    return FenceIndex(parse(doc, str(p)))
+
+
+def parse(doc: Any, source: str = "<fences>") -> list[Fence]:
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise FenceError("%s: expected a GeoJSON FeatureCollection" % source)
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise FenceError("%s: 'features' must be a list" % source)
+    fences = []
+    seen: set[str] = set()
+    for i, feature in enumerate(features):
+        fence = _feature(feature, "%s: feature %d" % (source, i))
+        if fence.id in seen:
+            raise FenceError("%s: feature %d: id %r is used twice" % (source, i, fence.id))
+        seen.add(fence.id)
+        fences.append(fence)
+    return fences
+
+
+def _feature(feature: Any, where: str) -> Fence:
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise FenceError("%s: expected a Feature" % where)
+    props = feature.get("properties") or {}
+    if not isinstance(props, dict):
+        raise FenceError("%s: properties must be an object" % where)
+    fid = props.get("id", feature.get("id"))
+    if not isinstance(fid, (str, int)) or fid == "":
+        raise FenceError("%s: properties.id: every fence needs an id" % where)
+    fid = str(fid)
+    where = "%s (id %s)" % (where, fid)
+    kind = props.get("kind", "site")
+    if kind not in KINDS:
+        raise FenceError("%s: properties.kind: %r is not one of %s"
+                         % (where, kind, ", ".join(KINDS)))
+    geom_doc = feature.get("geometry")
+    if not isinstance(geom_doc, dict):
+        raise FenceError("%s: geometry: missing" % where)
+    lat0, lon0, local = _local_geometry(geom_doc, props, where)
+    return Fence(
+        id=fid,
+        name=str(props.get("name", fid)),
+        kind=kind,
+        geometry=local,
+        lat0=lat0,
+        lon0=lon0,
+        speed_limit_kmh=_opt_number(props, "speed_limit_kmh", where, int),
+        groups=_groups(props, where),
+        hours=_hours(props.get("active_hours"), where),
+        margin_m=_opt_number(props, "margin_m", where, float),
+        dwell_s=_opt_number(props, "dwell_s", where, int),
+        properties=props,
+    )
+
+
+def _local_geometry(geom_doc: dict[str, Any], props: dict[str, Any],
+                    where: str) -> tuple[float, float, BaseGeometry]:
+    gtype = geom_doc.get("type")
+    try:
+        geom = shape(geom_doc)
+    except Exception as exc:  # shapely raises several types for bad GeoJSON
+        raise FenceError("%s: geometry: %s" % (where, exc)) from None
+    if geom.is_empty:
+        raise FenceError("%s: geometry: empty" % where)
+    minx, miny, maxx, maxy = geom.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise FenceError("%s: geometry: coordinates are [longitude, latitude] in degrees" % where)
+    lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
+    k = M_PER_DEG * math.cos(math.radians(lat0))
+    local = shapely.transform(geom, lambda c: _to_local_array(c, lon0, lat0, k))
+    if gtype in ("Polygon", "MultiPolygon"):
+        if not local.is_valid:
+            raise FenceError("%s: geometry: the polygon is not valid (%s)"
+                             % (where, shapely.is_valid_reason(local)))
+        return lat0, lon0, local
+    if gtype == "Point":
+        radius = _opt_number(props, "radius_m", where, float)
+        if radius is None or radius <= 0:
+            raise FenceError("%s: properties.radius_m: a circle needs a radius in metres" % where)
+        return lat0, lon0, local.buffer(radius, quad_segs=16)
+    if gtype == "LineString":
+        width = _opt_number(props, "width_m", where, float)
+        if width is None or width <= 0:
+            raise FenceError("%s: properties.width_m: a corridor needs a width in metres" % where)
+        return lat0, lon0, local.buffer(width / 2)
+    raise FenceError("%s: geometry: %s is not a fence shape (Polygon, MultiPolygon, "
+                     "Point with radius_m, LineString with width_m)" % (where, gtype))
+
+
+def _to_local_array(coords: Any, lon0: float, lat0: float, k: float) -> Any:
+    out = coords.copy()
+    out[:, 0] = (coords[:, 0] - lon0) * k
+    out[:, 1] = (coords[:, 1] - lat0) * M_PER_DEG
+    return out
+
+
+def _opt_number(props: dict[str, Any], key: str, where: str, cast: type) -> Any:
+    v = props.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise FenceError("%s: properties.%s: expected a non-negative number, got %r"
+                         % (where, key, v))
+    return cast(v)
+
+
+def _groups(props: dict[str, Any], where: str) -> frozenset[str]:
+    groups = props.get("groups", [])
+    if isinstance(groups, str):
+        groups = [groups]
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise FenceError("%s: properties.groups: a list of device group names" % where)
+    return frozenset(groups)
+
+
+def hours_from(doc: Any, where: str) -> ActiveHours:
+    """Working hours given like a fence's ``active_hours`` (for device groups)."""
+    hours = _hours(doc, where)
+    if hours is None:
+        raise FenceError("%s: expected tz and day ranges" % where)
+    return hours
+
+
+def _hours(doc: Any, where: str) -> ActiveHours | None:
+    """``{"tz": "Europe/Berlin", "mon-fri": "07:00-18:00", "sat": "08:00-12:00"}``."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tz"), str):
+        raise FenceError("%s: active hours need a 'tz' like 'Europe/Berlin'" % where)
+    try:
+        tz = ZoneInfo(doc["tz"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FenceError("%s: properties.active_hours.tz: unknown time zone %r"
+                         % (where, doc["tz"])) from None
+    windows: dict[int, list[tuple[time, time]]] = {}
+    for days, spans in doc.items():
+        if days == "tz":
+            continue
+        for day in _days(days, where):
+            for span in str(spans).split(","):
+                windows.setdefault(day, []).append(_span(span.strip(), days, where))
+    return ActiveHours(tz, {d: tuple(w) for d, w in windows.items()})
+
+
+def _days(spec: str, where: str) -> list[int]:
+    parts = spec.lower().split("-")
+    if not all(p in DAYS for p in parts) or len(parts) > 2:
+        raise FenceError("%s: properties.active_hours: %r is not a day or range like 'mon-fri'"
+                         % (where, spec))
+    a, b = DAYS.index(parts[0]), DAYS.index(parts[-1])
+    return list(range(a, b + 1)) if a <= b else list(range(a, 7)) + list(range(0, b + 1))
+
+
+def _span(span: str, days: str, where: str) -> tuple[time, time]:
+    try:
+        a, b = span.split("-")
+        start = time.fromisoformat(a)
+        end = time.fromisoformat(b) if b != "24:00" else time.max
+    except ValueError:
+        raise FenceError("%s: properties.active_hours.%s: %r is not like '07:00-18:00'"
+                         % (where, days, span)) from None
+    if end <= start:
+        raise FenceError("%s: properties.active_hours.%s: %r ends before it starts"
+                         % (where, days, span))
+    return start, end
