@@ -78,6 +78,8 @@ class EventEngine:
         if released is not None and fix["t"] <= released:
             self.too_late += 1
             return events
+        if any(item[0] == fix["t"] for item in st["buffer"]):
+            return events  # a redelivered copy of a fix already waiting here
         st["buffer"].append([fix["t"], received, _slim(fix)])
         st["buffer"].sort(key=lambda item: item[0])
         return events + self._release(device, st, received)

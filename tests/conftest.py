@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,13 @@ def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     vm.start()
     yield vm
     vm.kill()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Per-capture agreement of the firmware's NMEA parser with gpsd, when it ran."""
+    module = sys.modules.get("test_firmware_nmea")
+    agreement = getattr(module, "AGREEMENT", None)
+    if agreement:
+        terminalreporter.section("firmware NMEA parser vs gpsd, per capture")
+        for name, line in sorted(agreement.items()):
+            terminalreporter.write_line("%-28s %s" % (name, line))
