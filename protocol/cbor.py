@@ -62,68 +62,74 @@ UNDEFINED = Simple(23)
 # --- encoding -------------------------------------------------------------
 
 
-def _head(out: list[Any], major: int, n: int) -> None:
+def _head(out: bytearray, major: int, n: int) -> None:
     mt = major << 5
     if n < 24:
-        out.append(bytes((mt | n,)))
+        out.append(mt | n)
     elif n < 0x100:
-        out.append(bytes((mt | 24, n)))
+        out.append(mt | 24)
+        out.append(n)
     elif n < 0x10000:
-        out.append(bytes((mt | 25,)) + n.to_bytes(2, "big"))
+        out.append(mt | 25)
+        out.extend(n.to_bytes(2, "big"))
     elif n < 0x100000000:
-        out.append(bytes((mt | 26,)) + n.to_bytes(4, "big"))
+        out.append(mt | 26)
+        out.extend(n.to_bytes(4, "big"))
     elif n <= MAX_UINT64:
-        out.append(bytes((mt | 27,)) + n.to_bytes(8, "big"))
+        out.append(mt | 27)
+        out.extend(n.to_bytes(8, "big"))
     else:
         raise FrameError(UNSUPPORTED_CBOR, "integer %d does not fit in 64 bits" % n)
 
 
-def _encode(out: list[Any], obj: "Any") -> None:
-    # bool before int: on CPython a bool is an int.
+def _encode(out: bytearray, obj: Any) -> None:
+    # One growing bytearray: no small bytes object per item (a 60-fix batch must be
+    # encodable inside an ESP32's heap).
     if obj is False:
-        out.append(b"\xf4")
+        out.append(0xF4)
     elif obj is True:
-        out.append(b"\xf5")
+        out.append(0xF5)
     elif obj is None:
-        out.append(b"\xf6")
+        out.append(0xF6)
     elif isinstance(obj, int):
         if obj >= 0:
             _head(out, 0, obj)
         else:
             _head(out, 1, -1 - obj)
-    elif isinstance(obj, (bytes, bytearray)):
-        _head(out, 2, len(obj))
-        out.append(bytes(obj))
-    elif isinstance(obj, str):
-        b = obj.encode("utf-8")
-        _head(out, 3, len(b))
-        out.append(b)
     elif isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for item in obj:
             _encode(out, item)
+    elif isinstance(obj, (bytes, bytearray)):
+        _head(out, 2, len(obj))
+        out.extend(obj)
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8")
+        _head(out, 3, len(b))
+        out.extend(b)
     elif isinstance(obj, dict):
         # Deterministic encoding (RFC 8949 section 4.2.1): keys sorted by their bytes.
         items = []
         for k, v in obj.items():
-            kb: list[Any] = []
+            kb = bytearray()
             _encode(kb, k)
-            items.append((b"".join(kb), v))
+            items.append((bytes(kb), v))
         items.sort(key=lambda kv: kv[0])
         _head(out, 5, len(items))
         for kb2, v in items:
-            out.append(kb2)
+            out.extend(kb2)
             _encode(out, v)
     elif isinstance(obj, Tag):
         _head(out, 6, obj.tag)
         _encode(out, obj.value)
     elif isinstance(obj, float):
-        out.append(_float(obj))
+        out.extend(_float(obj))
     elif isinstance(obj, Simple):
         if obj.value < 24:
-            out.append(bytes((0xE0 | obj.value,)))
+            out.append(0xE0 | obj.value)
         else:
-            out.append(bytes((0xF8, obj.value)))
+            out.append(0xF8)
+            out.append(obj.value)
     else:
         raise FrameError(UNSUPPORTED_CBOR, "cannot encode a %s" % type(obj).__name__)
 
@@ -141,11 +147,11 @@ def _float(x: float) -> bytes:
     return b"\xfb" + struct.pack(">d", x)
 
 
-def dumps(obj: "Any") -> bytes:
+def dumps(obj: Any) -> bytes:
     """Encode ``obj`` in preferred serialization with deterministically ordered maps."""
-    out: list[Any] = []
+    out = bytearray()
     _encode(out, obj)
-    return b"".join(out)
+    return bytes(out)
 
 
 # --- decoding -------------------------------------------------------------
