@@ -1,0 +1,296 @@
+# The tracker application: GNSS in, reporting policy, store and forward, MQTT out,
+# commands back. It never imports machine or network: everything physical comes from
+# a board object (board_esp32 on the device, board_sim on the unix port for tests).
+
+import json
+import os
+
+import nmea
+import policy
+import ringbuf
+from mqtt import MQTTClient, MQTTError
+from protocol import cbor, cose, fixes, frames, topics
+
+FW_VERSION = "0.1.0"
+MAX_BATCH = 60
+FIX, FRAME = 0, 1
+
+
+def _read_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    os.rename(tmp, path)
+
+
+def check_config(cfg):
+    """Errors as 'field: reason'; an empty list means the config can be used."""
+    errors = []
+    dev = cfg.get("device_id")
+    try:
+        topics.check_device_id(dev)
+    except ValueError:
+        errors.append("device_id: 1..32 of A-Z a-z 0-9 - _")
+    key = cfg.get("key", "")
+    if key:
+        try:
+            if len(bytes.fromhex(key)) < 16:
+                errors.append("key: at least 16 bytes of hex")
+        except ValueError:
+            errors.append("key: hex digits")
+    m = cfg.get("mqtt")
+    if not isinstance(m, dict) or not isinstance(m.get("host"), str):
+        errors.append("mqtt.host: the broker's host name")
+    errors.extend(policy.check(cfg.get("reporting", policy.DEFAULTS)))
+    return errors
+
+
+class Tracker:
+    def __init__(self, board, cfg, data_dir):
+        self.board = board
+        self.cfg = cfg
+        self.dir = data_dir
+        self.device = cfg["device_id"]
+        self.key = bytes.fromhex(cfg["key"]) if cfg.get("key") else None
+        state = _read_json(data_dir + "/state.json", {"boot": 0, "cid": 0})
+        state["boot"] += 1  # every start is a new epoch: seq starts again at 0
+        _write_json(data_dir + "/state.json", state)
+        self.state = state
+        self.boot = state["boot"]
+        self.seq = 0
+        self.policy = policy.Policy(cfg.get("reporting", policy.DEFAULTS))
+        buf = cfg.get("buffer", {})
+        self.ring = ringbuf.RingBuffer(data_dir + "/ring", buf.get("block_records", 32),
+                                       buf.get("max_segments", 256))
+        self.parser = nmea.Parser(on_fix=self.on_fix)
+        m = cfg["mqtt"]
+        self.mqtt = MQTTClient(self.device, m["host"], m.get("port", 1883),
+                               user=m.get("user", self.device), password=m.get("password"),
+                               keepalive=m.get("keepalive_s", 60),
+                               will=(topics.presence(self.device), topics.OFFLINE, 1, True),
+                               ssl=m.get("tls", False))
+        self.mqtt.on_ack = self.on_ack
+        self.mqtt.on_message = self.on_message
+        self.in_flight = None  # (packet id, boot, last seq) of the one batch awaiting PUBACK
+        self.last_fix = None
+        self.ignition = None
+        self.next_status = 0
+        self.retry_at = 0
+        self.backoff_s = 1
+        self.sent_records = 0
+        self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
+
+    # --- records ---------------------------------------------------------------
+
+    def _next_seq(self):
+        if self.seq > 0xFFFF:  # keep frames small: a new epoch, as after a boot
+            self.boot += 1
+            self.state["boot"] = self.boot
+            _write_json(self.dir + "/state.json", self.state)
+            self.seq = 0
+        seq = self.seq
+        self.seq += 1
+        return seq
+
+    def record_fix(self, fix):
+        seq = self._next_seq()
+        items = [FIX] + [fix[name] for name, _, _ in frames.FIX_FIELDS]
+        items.append(fixes.flags_of(fix))
+        self.ring.append(self.boot, seq, cbor.dumps(items))
+        self.policy.reported(fix)
+
+    def record_frame(self, frame):
+        frame["boot"] = self.boot
+        frame["seq"] = self._next_seq()
+        self.ring.append(self.boot, frame["seq"], cbor.dumps([FRAME, frames.encode(frame)]))
+
+    def record_event(self, kind, fix, data=None):
+        frame = {"type": "event", "t": self.board.time(), "kind": kind, "data": data or {}}
+        if fix is not None:
+            frame["lat"], frame["lon"], frame["acc"] = fix["lat"], fix["lon"], fix["acc"]
+        self.record_frame(frame)
+
+    # --- GNSS ------------------------------------------------------------------------
+
+    def on_fix(self, nf):
+        t = nf.time()
+        if t is None or nf.fix_type() == 0 or nf.lat is None:
+            return
+        self.board.set_time(t)
+        fix = {"t": t, "lat": nf.lat, "lon": nf.lon, "spd": nf.speed_kmh(),
+               "hdg": nf.heading(), "alt": 0 if nf.alt_dm is None else nf.alt_dm // 10,
+               "acc": 0 if nf.hdop_x10 is None else max(1, (nf.hdop_x10 * 25 + 50) // 100),
+               "sats": nf.sats or 0, "fix": nf.fix_type(), "ign": False, "buf": False,
+               "mock": False}
+        ign = self.board.ignition()
+        if ign is not None:
+            fix["ign"] = ign
+        changed = ign is not None and self.ignition is not None and ign != self.ignition
+        if changed:
+            self.record_event("ignition_on" if ign else "ignition_off", fix)
+        self.ignition = ign
+        self.last_fix = fix
+        if self.policy.due(fix, ign, changed):
+            self.record_fix(fix)
+
+    # --- link ------------------------------------------------------------------------
+
+    def connect(self):
+        if not self.board.network_up():
+            return False
+        try:
+            self.mqtt.connect(clean_session=False)
+            self.mqtt.subscribe(topics.downlink(self.device), 1)
+            self.mqtt.publish(topics.presence(self.device), topics.ONLINE, qos=1, retain=True)
+        except (OSError, MQTTError):
+            self.mqtt.close()
+            return False
+        self.in_flight = None
+        self.backoff_s = 1
+        return True
+
+    def _sign(self, payload):
+        return cose.sign(payload, self.key, self.device) if self.key else payload
+
+    def send_next(self):
+        """Publish the oldest unsent records: one batch or one frame, one at a time."""
+        if self.in_flight is not None or not self.mqtt.connected():
+            return
+        records = self.ring.peek(MAX_BATCH)
+        if not records:
+            return
+        boot, seq, raw = records[0]
+        first = cbor.loads(raw, 4096, 4, False, ())
+        if first[0] == FRAME:
+            payload, last = first[1], seq
+        else:
+            batch, last = [], seq
+            for b, s, r in records:
+                item = cbor.loads(r, 4096, 4, False, ())
+                if b != boot or s != seq + len(batch) or item[0] != FIX:
+                    break
+                fix = fixes.fix_from_items(item[1:], 0)
+                fix["buf"] = self.board.time() - fix["t"] > 120
+                batch.append(fix)
+                last = s
+            payload = frames.encode({"type": "batch", "boot": boot, "seq": seq, "fixes": batch})
+        pid = self.mqtt.publish(topics.uplink(self.device), self._sign(payload), qos=1)
+        self.in_flight = (pid, boot, last)
+
+    def on_ack(self, pid):
+        if self.in_flight is not None and self.in_flight[0] == pid:
+            _, boot, last = self.in_flight
+            self.ring.ack(boot, last)
+            self.sent_records = last
+            self.in_flight = None
+
+    # --- commands --------------------------------------------------------------------
+
+    def on_message(self, topic, payload):
+        try:
+            mac, inner = cose.unwrap(payload, frames.MAX_FRAME_BYTES)
+            if self.key is not None and (mac is None or mac.kid != self.device
+                                         or not mac.verify(self.key)):
+                return  # not from our gateway: ignore, never act on it
+            cmd = frames.decode(inner)
+        except ValueError:
+            return
+        if cmd["type"] != "command":
+            return
+        cid = cmd["cid"]
+        if cid <= self.state.get("cid", 0):
+            return  # a replay or a duplicate delivery: already handled
+        self.state["cid"] = cid
+        _write_json(self.dir + "/state.json", self.state)
+        if cmd["exp"] and self.board.time() > cmd["exp"]:
+            return self.ack(cid, "expired")
+        kind = cmd["kind"]
+        if kind == "set_config":
+            self.set_config(cid, cmd["args"]["config"])
+        elif kind == "locate":
+            if self.last_fix is not None:
+                self.record_fix(self.last_fix)
+            self.ack(cid, "ok" if self.last_fix is not None else "failed", "no fix yet")
+        elif kind == "status":
+            self.record_status()
+            self.ack(cid, "ok")
+        elif kind == "reboot":
+            self.ack(cid, "ok")
+            self.ring.flush()
+            self.board.reset()
+        else:
+            self.ack(cid, "unsupported", "%s is not supported by this firmware" % kind)
+
+    def set_config(self, cid, changes):
+        reporting = json.loads(json.dumps(self.cfg.get("reporting", policy.DEFAULTS)))
+        for name, value in changes.items():
+            parts = name.split(".")
+            if len(parts) == 2 and parts[0] in ("moving", "stopped"):
+                reporting[parts[0]][parts[1]] = value
+            elif name == "moving_kmh":
+                reporting[name] = value
+            else:
+                return self.ack(cid, "rejected", "%s: not a setting this firmware has" % name)
+        errors = policy.check(reporting)
+        if errors:
+            return self.ack(cid, "rejected", "; ".join(errors))
+        self.cfg["reporting"] = reporting
+        self.policy.config = reporting
+        _write_json(self.dir + "/config.json", self.cfg)
+        self.ack(cid, "ok")
+
+    def ack(self, cid, result, reason=""):
+        frame = {"type": "command_ack", "t": self.board.time(), "cid": cid, "result": result}
+        if reason and result != "ok":
+            frame["reason"] = reason[:200]
+        self.record_frame(frame)
+
+    def record_status(self):
+        self.record_frame({"type": "status", "t": self.board.time(),
+                           "batt_mv": self.board.battery_mv(),
+                           "supply_mv": self.board.supply_mv(), "fw": FW_VERSION,
+                           "buffered": self.ring.depth(), "dropped": self.ring.dropped,
+                           "uptime": self.board.uptime_s(),
+                           "heap_free": self.board.heap_free()})
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def step(self):
+        """One turn: read the GNSS, keep the link, send, watch the time."""
+        self.board.feed_watchdog()
+        data = self.board.gnss_read()
+        if data:
+            self.parser.feed(data)
+        now = self.board.uptime_s()
+        if not self.mqtt.connected():
+            if now >= self.retry_at:
+                if not self.connect():
+                    self.retry_at = now + self.backoff_s
+                    self.backoff_s = min(self.backoff_s * 2, 300)
+        else:
+            try:
+                self.mqtt.poll()
+                self.send_next()
+            except (OSError, MQTTError):
+                self.mqtt.close()
+                self.in_flight = None
+        if now >= self.next_status:
+            self.next_status = now + self.cfg.get("status_period_s", 3600)
+            self.record_status()
+
+    def run(self):
+        while True:
+            self.step()
+            self.board.idle()

@@ -1,0 +1,39 @@
+# Run the tracker on the unix port: micropython main_sim.py DATA_DIR NMEA_FILE [SECONDS]
+# DATA_DIR holds config.json (as written by the provisioning tool) and the flash files.
+# With SECONDS, it stops after that long once the NMEA file is exhausted and the buffer
+# is empty (or the time is up), printing a JSON summary line.
+import json
+import sys
+import time
+
+from app import Tracker, check_config
+from board_sim import SimBoard
+
+
+def main():
+    data_dir, nmea_path = sys.argv[1], sys.argv[2]
+    seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    with open(data_dir + "/config.json") as f:
+        cfg = json.load(f)
+    errors = check_config(cfg)
+    if errors:
+        print("config.json: " + "; ".join(errors))
+        sys.exit(2)
+    board = SimBoard(nmea_path, data_dir, cfg.get("sim_chunk", 512), cfg.get("sim_pace_ms", 1),
+                     cfg.get("sim_ignition"))
+    tracker = Tracker(board, cfg, data_dir)
+    deadline = time.ticks_add(time.ticks_ms(), seconds * 1000) if seconds else None
+    while True:
+        tracker.step()
+        board.idle()
+        if deadline is not None:
+            done = board.eof and not tracker.ring.peek(1) and tracker.in_flight is None
+            if done or time.ticks_diff(deadline, time.ticks_ms()) < 0:
+                break
+    tracker.ring.flush()
+    tracker.mqtt.disconnect()
+    print(json.dumps({"boot": tracker.boot, "seq": tracker.seq, "left": len(tracker.ring.peek(100000)),
+                      "dropped": tracker.ring.dropped}))
+
+
+main()
