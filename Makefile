@@ -43,6 +43,14 @@ firmware: setup
 	    done; \
 	fi
 	@echo "firmware: $$(find build/firmware -name '*.mpy' | wc -l) modules compiled with mpy-cross"
+	@rm -rf build/esp32-stubs && mkdir -p build/esp32-stubs
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	for f in $$(grep -oE '^[a-z_0-9]+\.pyi' $$site/micropython_esp32_stubs-*.dist-info/RECORD); do \
+	    ln -sf $$site/$$f build/esp32-stubs/$$f; \
+	done; \
+	ln -sfn $$site/_mpy_shed build/esp32-stubs/_mpy_shed; \
+	$(BIN)/mypy --config-file firmware/mypy.ini --custom-typeshed-dir $$site \
+	    $$(find firmware -name '*.py' ! -name 'board_sim.py' ! -name 'main_sim.py')
 
 bench: setup
 	@for b in benchmarks/*.py; do \

@@ -176,7 +176,8 @@ class Tracker:
         if first[0] == FRAME:
             payload, last = first[1], seq
         else:
-            batch, last = [], seq
+            batch: list = []
+            last = seq
             for b, s, r in records:
                 item = cbor.loads(r, 4096, 4, False, ())
                 if b != boot or s != seq + len(batch) or item[0] != FIX:

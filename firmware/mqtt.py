@@ -5,19 +5,14 @@
 
 import time
 
-try:
-    import socket
-except ImportError:  # pragma: no cover
-    import usocket as socket
+import socket
 
-_ticks_ms = getattr(time, "ticks_ms", None)
-_ticks_diff = getattr(time, "ticks_diff", None)
-if _ticks_ms is None:  # CPython, for host tests
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
+_ticks_ms = time.ticks_ms
+_ticks_diff = time.ticks_diff
 
-    def _ticks_diff(a, b):
-        return a - b
+
+def _ignore(*args):
+    pass
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
@@ -60,11 +55,11 @@ class MQTTClient:
         self.inbuf = bytearray()
         self.pid = 0
         self.inflight = {}  # packet id -> (topic, payload, retain) of unacknowledged QoS 1
-        self.last_tx = 0
-        self.last_rx = 0
+        self.last_tx = _ticks_ms()
+        self.last_rx = _ticks_ms()
         self.ping_out = False
-        self.on_message = None  # (topic: bytes, payload: bytes) -> None
-        self.on_ack = None  # (packet id) -> None
+        self.on_message = _ignore  # (topic: bytes, payload: bytes) -> None
+        self.on_ack = _ignore  # (packet id) -> None
 
     # --- link -------------------------------------------------------------------
 
@@ -72,13 +67,14 @@ class MQTTClient:
         """Open the link; returns True when the broker still had our session."""
         self.close()
         addr = socket.getaddrinfo(self.host, self.port)[0][-1]
-        sock = socket.socket()
-        sock.settimeout(timeout_ms / 1000)
+        raw = socket.socket()
+        raw.settimeout(timeout_ms / 1000)
+        sock = raw
         try:
-            sock.connect(addr)
+            raw.connect(addr)
             if self.ssl:
                 import ssl as _ssl
-                sock = _ssl.wrap_socket(sock, **self.ssl_params)
+                sock = _ssl.wrap_socket(raw, **self.ssl_params)  # type: ignore[assignment]
             flags = 0x02 if clean_session else 0
             payload = _str(self.client_id)
             if self.will:
@@ -147,7 +143,7 @@ class MQTTClient:
             raise MQTTError("not connected")
         view = memoryview(data)
         sent = 0
-        deadline = _ticks_ms() + 10000
+        deadline = time.ticks_add(_ticks_ms(), 10000)
         while sent < len(data):
             try:
                 n = self.sock.write(view[sent:])
@@ -242,7 +238,7 @@ class MQTTClient:
         kind = first & 0xF0
         if kind == PUBACK:
             pid = int.from_bytes(body[:2], "big")
-            if self.inflight.pop(pid, None) is not None and self.on_ack:
+            if self.inflight.pop(pid, None) is not None:
                 self.on_ack(pid)
         elif kind == PUBLISH:
             tlen = int.from_bytes(body[:2], "big")
@@ -250,11 +246,9 @@ class MQTTClient:
             pos = 2 + tlen
             qos = (first >> 1) & 3
             if qos:
-                pid = body[pos:pos + 2]
+                self._send(bytes([PUBACK, 2]) + body[pos:pos + 2])
                 pos += 2
-                self._send(bytes([PUBACK, 2]) + pid)
-            if self.on_message:
-                self.on_message(topic, body[pos:])
+            self.on_message(topic, body[pos:])
         elif kind == PINGRESP:
             self.ping_out = False
         return True

@@ -128,7 +128,7 @@ class RingBuffer:
 
     def peek(self, n):
         """Up to ``n`` unacknowledged records, oldest first: [(boot, seq, bytes)]."""
-        out = []
+        out: list = []
         for first, last, name in self.segments:
             if len(out) >= n:
                 break

@@ -1,0 +1,102 @@
+# The ESP32 board layer: the only module that touches machine and network. Pins and
+# the link type come from the board profile copied into config.json by the
+# provisioning tool (hardware/boards/*.toml).
+import gc
+import time
+
+import machine
+import network
+
+
+class Esp32Board:
+    def __init__(self, cfg):
+        pins = cfg["pins"]
+        self.cfg = cfg
+        self.uart = machine.UART(pins.get("gnss_uart", 1), baudrate=pins.get("gnss_baud", 9600),
+                                 tx=pins["gnss_tx"], rx=pins["gnss_rx"], rxbuf=2048)
+        ign = pins.get("ignition")
+        self.ign = machine.Pin(ign, machine.Pin.IN) if ign is not None else None
+        self.ign_active_low = bool(pins.get("ignition_active_low", True))
+        self.batt = self._adc(pins.get("battery_adc"))
+        self.supply = self._adc(pins.get("supply_adc"))
+        self.batt_ratio = pins.get("battery_divider_x1000", 2000)
+        self.supply_ratio = pins.get("supply_divider_x1000", 11000)
+        self.led = machine.Pin(pins["led"], machine.Pin.OUT) if "led" in pins else None
+        self.wdt = machine.WDT(timeout=cfg.get("watchdog_ms", 30000))
+        self.rtc = machine.RTC()
+        self.started = time.ticks_ms()
+        self.net = None
+        self.link = cfg.get("net", {})
+
+    def _adc(self, pin):
+        if pin is None:
+            return None
+        adc = machine.ADC(machine.Pin(pin))
+        adc.atten(machine.ADC.ATTN_11DB)
+        return adc
+
+    def gnss_read(self):
+        if self.uart.any():
+            return self.uart.read(512)
+        return b""
+
+    def ignition(self):
+        if self.ign is None:
+            return None
+        level = self.ign.value()
+        return level == 0 if self.ign_active_low else level == 1
+
+    def time(self):
+        return time.time() + 946684800  # the port's epoch is 2000-01-01
+
+    def set_time(self, t):
+        if abs(self.time() - t) > 2:
+            tm = time.gmtime(t - 946684800)
+            self.rtc.datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+
+    def network_up(self):
+        kind = self.link.get("type", "wifi")
+        if self.net is None:
+            if kind == "wifi":
+                self.net = network.WLAN(network.STA_IF)
+                self.net.active(True)
+                self.net.connect(self.link["ssid"], self.link.get("password", ""))
+            else:
+                uart = machine.UART(self.link.get("modem_uart", 2),
+                                    baudrate=self.link.get("modem_baud", 115200),
+                                    tx=self.link["modem_tx"], rx=self.link["modem_rx"])
+                self.net = network.PPP(uart)
+                self.net.active(True)
+                self.net.connect()
+        return bool(self.net.isconnected())
+
+    def uptime_s(self):
+        return time.ticks_diff(time.ticks_ms(), self.started) // 1000
+
+    def reset(self):
+        machine.reset()
+
+    def reset_cause(self):
+        return machine.reset_cause()
+
+    def _mv(self, adc, ratio_x1000):
+        if adc is None:
+            return 0
+        return adc.read_uv() // 1000 * ratio_x1000 // 1000
+
+    def battery_mv(self):
+        return self._mv(self.batt, self.batt_ratio)
+
+    def supply_mv(self):
+        return self._mv(self.supply, self.supply_ratio)
+
+    def heap_free(self):
+        return gc.mem_free()
+
+    def feed_watchdog(self):
+        self.wdt.feed()
+
+    def idle(self):
+        if self.led is not None:
+            self.led.value(1 if self.net is not None and self.net.isconnected() else 0)
+        time.sleep_ms(20)
