@@ -90,6 +90,9 @@ class Tracker:
         self.retry_at = 0
         self.backoff_s = 1
         self.sent_records = 0
+        self.power_ok = True
+        self.sos = False
+        self.next_check = 0
         self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
 
     # --- records ---------------------------------------------------------------
@@ -258,6 +261,24 @@ class Tracker:
             frame["reason"] = reason[:200]
         self.record_frame(frame)
 
+    def check_inputs(self):
+        """Edges on the SOS input and the external supply: events, reported at once."""
+        sos = self.board.sos()
+        if sos and not self.sos:
+            self.record_event("sos", self.last_fix)
+            if self.last_fix is not None:
+                self.record_fix(self.last_fix)
+        self.sos = sos
+        mv = self.board.supply_mv()
+        threshold = self.cfg.get("power_lost_mv", 6000)
+        if mv and self.power_ok and mv < threshold:
+            self.power_ok = False
+            self.record_event("power_lost", self.last_fix, {"mv": mv})
+            self.ring.flush()  # running on the backup battery: get RAM onto flash now
+        elif not self.power_ok and mv >= threshold:
+            self.power_ok = True
+            self.record_event("power_restored", self.last_fix, {"mv": mv})
+
     def record_status(self):
         self.record_frame({"type": "status", "t": self.board.time(),
                            "batt_mv": self.board.battery_mv(),
@@ -287,6 +308,9 @@ class Tracker:
             except (OSError, MQTTError):
                 self.mqtt.close()
                 self.in_flight = None
+        if now >= self.next_check:
+            self.next_check = now + 1
+            self.check_inputs()
         if now >= self.next_status:
             self.next_status = now + self.cfg.get("status_period_s", 3600)
             self.record_status()

@@ -21,6 +21,9 @@ class Esp32Board:
         self.supply = self._adc(pins.get("supply_adc"))
         self.batt_ratio = pins.get("battery_divider_x1000", 2000)
         self.supply_ratio = pins.get("supply_divider_x1000", 11000)
+        sos = pins.get("sos")
+        self.sos_pin = machine.Pin(sos, machine.Pin.IN, machine.Pin.PULL_UP) if sos is not None \
+            else None
         self.led = machine.Pin(pins["led"], machine.Pin.OUT) if "led" in pins else None
         self.wdt = machine.WDT(timeout=cfg.get("watchdog_ms", 30000))
         self.rtc = machine.RTC()
@@ -45,6 +48,9 @@ class Esp32Board:
             return None
         level = self.ign.value()
         return level == 0 if self.ign_active_low else level == 1
+
+    def sos(self):
+        return self.sos_pin is not None and self.sos_pin.value() == 0
 
     def time(self):
         return time.time() + 946684800  # the port's epoch is 2000-01-01

@@ -33,6 +33,13 @@ class SimBoard:
                 state = bool(on)
         return state
 
+    def sos(self):
+        try:
+            os.stat(self.dir + "/sos.pressed")
+            return True
+        except OSError:
+            return False
+
     def time(self):
         return self.t if self.t else int(time.time())
 
@@ -59,7 +66,11 @@ class SimBoard:
         return 4010
 
     def supply_mv(self):
-        return 12600
+        try:
+            os.stat(self.dir + "/power.lost")
+            return 3900  # only the backup battery
+        except OSError:
+            return 12600
 
     def heap_free(self):
         return gc.mem_free()

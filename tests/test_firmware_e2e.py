@@ -134,6 +134,8 @@ def test_a_coverage_gap_across_a_reboot_loses_nothing(micropython: str, tmp_path
     data = tmp_path / "flash"
     tracker_config(data, mosquitto_broker.port)
     (data / "network.down").write_text("")
+    (data / "sos.pressed").write_text("")  # and the driver presses SOS, on backup power
+    (data / "power.lost").write_text("")
     gw = start_gateway(tmp_path, mosquitto_broker)
     try:
         offline = run_tracker(micropython, data, tmp_path / "drive.nmea", 5)
@@ -155,5 +157,7 @@ def test_a_coverage_gap_across_a_reboot_loses_nothing(micropython: str, tmp_path
         seqs += [r[0] for r in con.execute("SELECT seq " + first_events)]
         assert sorted(seqs) == list(range(offline["seq"]))
         assert con.execute("SELECT MIN(buf) " + first_boot).fetchone()[0] == 1
+        kinds = {r[0] for r in con.execute("SELECT kind " + first_events)}
+        assert {"boot", "sos", "power_lost", "status"} <= kinds
     finally:
         gw.stop_quietly()
