@@ -92,6 +92,7 @@ class Tracker:
         self.sent_records = 0
         self.power_ok = True
         self.sos = False
+        self.report_next = False  # the next fix is reported whatever the policy says
         self.next_check = 0
         self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
 
@@ -145,7 +146,8 @@ class Tracker:
             self.record_event("ignition_on" if ign else "ignition_off", fix)
         self.ignition = ign
         self.last_fix = fix
-        if self.policy.due(fix, ign, changed):
+        if self.policy.due(fix, ign, changed or self.report_next):
+            self.report_next = False
             self.record_fix(fix)
 
     # --- link ------------------------------------------------------------------------
@@ -224,9 +226,8 @@ class Tracker:
         if kind == "set_config":
             self.set_config(cid, cmd["args"]["config"])
         elif kind == "locate":
-            if self.last_fix is not None:
-                self.record_fix(self.last_fix)
-            self.ack(cid, "ok" if self.last_fix is not None else "failed", "no fix yet")
+            self.report_next = True  # the next fix goes out whatever the policy says
+            self.ack(cid, "ok")
         elif kind == "status":
             self.record_status()
             self.ack(cid, "ok")
@@ -266,8 +267,7 @@ class Tracker:
         sos = self.board.sos()
         if sos and not self.sos:
             self.record_event("sos", self.last_fix)
-            if self.last_fix is not None:
-                self.record_fix(self.last_fix)
+            self.report_next = True
         self.sos = sos
         mv = self.board.supply_mv()
         threshold = self.cfg.get("power_lost_mv", 6000)
