@@ -17,7 +17,9 @@ import click
 from fieldtrack import __version__
 
 from .codec_cmd import decode, encode
+from .devices_cmd import devices
 from .errors import FieldtrackError
+from .export_cmd import export
 from .gateway_cmd import gateway
 
 
@@ -35,10 +37,12 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(decode)
 cli.add_command(encode)
 cli.add_command(gateway)
+cli.add_command(devices)
+cli.add_command(export)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.
-PENDING = (("devices_cmd", "devices"), ("export_cmd", "export"))
+PENDING = (("geofences_cmd", "geofences"),)
 
 
 def _register_pending() -> None:
