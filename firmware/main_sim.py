@@ -32,8 +32,15 @@ def main():
                 break
     tracker.ring.flush()
     tracker.mqtt.disconnect()
-    print(json.dumps({"boot": tracker.boot, "seq": tracker.seq, "left": len(tracker.ring.peek(100000)),
-                      "dropped": tracker.ring.dropped}))
+    summary = {"boot": tracker.boot, "seq": tracker.seq, "dropped": tracker.ring.dropped,
+               "left": len(tracker.ring.peek(100000)), "sentences": tracker.parser.sentences}
+    try:
+        import micropython
+
+        summary["mem_peak"] = micropython.mem_peak()
+    except (ImportError, AttributeError):
+        pass
+    print(json.dumps(summary))
 
 
 main()

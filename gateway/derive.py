@@ -73,8 +73,10 @@ class EventEngine:
         released = st["released_t"]
         events: list[Derived] = []
         if st["online"] is not True:
+            # Stamped with the arrival: a buffer replayed after a gap starts with fixes
+            # from before the device_offline that this event answers.
             st["online"] = True
-            events.append(Derived("device_online", fix["t"], fix["lat"], fix["lon"]))
+            events.append(Derived("device_online", int(received), fix["lat"], fix["lon"]))
         if released is not None and fix["t"] <= released:
             self.too_late += 1
             return events

@@ -70,11 +70,16 @@ def track(
     for fence in candidates.values():
         margin = (fence.margin_m if fence.margin_m is not None else cfg.margin_m)
         threshold = margin + cfg.accuracy_factor * fix.get("acc", 0)
-        d = fence.signed_distance(lat, lon)
+        # Only d's side of +-threshold matters below, so the exact distance is computed
+        # only when cheap bounds cannot tell (see Fence.signed_distance_within).
         if fence.id in inside:
+            d = fence.signed_distance_within(lat, lon, threshold)
             _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
         elif fence.applies(group, t):
+            d = fence.signed_distance_within(lat, lon, threshold)
             _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
+        else:  # a streak must not survive the fence's off hours (or a group change)
+            pending.pop(fence.id, None)
     for fid, info in inside.items():
         fence = index.by_id[fid]
         dwell = fence.dwell_s if fence.dwell_s is not None else cfg.dwell_s
@@ -140,11 +145,19 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
     a = (last[1] * 1e-7, last[2] * 1e-7)
     b = (fix["lat"] * 1e-7, fix["lon"] * 1e-7)
     for fence in index.along(a, b):
-        if fence.id in inside or fence.id in pending or not fence.applies(group, fix["t"]):
+        if fence.id in inside or fence.id in pending:
             continue
-        if fence.signed_distance(*a) > 0 or fence.signed_distance(*b) > 0:
+        if not fence.segment_meets_bbox(a, b):
+            continue  # it cannot meet the fence: cheaper to know than the tests below
+        if not fence.applies(group, fix["t"]):
+            continue
+        if fence.signed_distance_within(*a, 0.0) > 0 \
+                or fence.signed_distance_within(*b, 0.0) > 0:
             continue  # one end is inside: the hysteresis rules decide, not interpolation
-        span = fence.crossing(a, b)
+        margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
+        # The same rule as for fixes: a pass that is not deeper than the margin (plus
+        # the accuracy) inside the fence may be jitter, not a passage.
+        span = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * fix.get("acc", 0))
         if span is None:
             continue
         dt = fix["t"] - last[0]

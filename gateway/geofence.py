@@ -4,7 +4,7 @@ Shapes: Polygon and MultiPolygon (holes respected), circles (a Point with
 ``radius_m``) and corridors (a LineString with ``width_m``). Every fence is kept in
 its own local metric frame (an equirectangular projection at the fence's centre,
 exact to well under a metre across a city block), so that margins and distances are
-in metres; an STRtree over the fences' bounding boxes in degrees finds the
+in metres; a uniform grid over the fences' bounding boxes in degrees finds the
 candidates for a fix, so the cost per fix barely grows with the number of fences.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time
@@ -24,6 +25,9 @@ from shapely.geometry import LineString, Point, shape
 from shapely.geometry.base import BaseGeometry
 
 M_PER_DEG = 111_320.0
+_POINT_WKB = struct.Struct("<BIdd").pack  # little-endian 2D Point
+SLACK_M = 1e-6  # shortcuts decide only when this far clear of the threshold
+GRID_MAX_CELLS = 256  # a fence or segment spanning more cells is looked up otherwise
 KINDS = ("site", "customer", "depot", "no-go", "speed-zone", "work-area")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -64,17 +68,82 @@ class Fence:
         self.boundary = self.geometry.boundary
         shapely.prepare(self.geometry)
         shapely.prepare(self.boundary)
+        self._cos = math.cos(math.radians(self.lat0))
+        self._bbox = self.geometry.bounds  # local metres
+        self._disc: tuple[float, float, float] | None = None  # made when first needed
 
     def to_local(self, lat: float, lon: float) -> tuple[float, float]:
-        x = (lon - self.lon0) * M_PER_DEG * math.cos(math.radians(self.lat0))
+        x = (lon - self.lon0) * M_PER_DEG * self._cos
         y = (lat - self.lat0) * M_PER_DEG
         return x, y
 
     def signed_distance(self, lat: float, lon: float) -> float:
         """Metres inside the fence (positive) or outside it (negative)."""
-        p = Point(self.to_local(lat, lon))
+        return self._signed_local((lon - self.lon0) * M_PER_DEG * self._cos,
+                                  (lat - self.lat0) * M_PER_DEG)
+
+    def _signed_local(self, x: float, y: float) -> float:
+        # A Point made from WKB has the same coordinates as Point((x, y)), at a third
+        # of the cost; distance and covers are GEOS's, on the prepared geometries.
+        p = shapely.from_wkb(_POINT_WKB(1, 1, x, y))
         d = float(self.boundary.distance(p))
         return d if self.geometry.covers(p) else -d
+
+    def signed_distance_within(self, lat: float, lon: float, limit: float) -> float:
+        """``signed_distance`` where it is between -limit and +limit; beyond, a stand-in.
+
+        The stand-in is on the same side: greater than ``limit`` exactly when the signed
+        distance is, less than ``-limit`` exactly when it is. So every comparison with
+        +-limit gives the same answer as with the exact value, which is computed only
+        when cheap bounds cannot decide: a point farther than ``limit`` outside the
+        fence's bounding box is more than ``limit`` outside the fence, and a point
+        deeper than ``limit`` inside a disc that lies inside the fence is more than
+        ``limit`` inside it.
+        """
+        x = (lon - self.lon0) * M_PER_DEG * self._cos
+        y = (lat - self.lat0) * M_PER_DEG
+        if limit < 0:
+            return self._signed_local(x, y)
+        minx, miny, maxx, maxy = self._bbox
+        gap = max(minx - x, x - maxx, miny - y, y - maxy)  # a lower bound of the distance
+        if gap > limit + SLACK_M:
+            return -gap
+        if gap < 0:
+            cx, cy, r = self._disc or self._inner_disc()
+            depth = r - math.hypot(x - cx, y - cy)  # a lower bound of the signed distance
+            if depth > limit + SLACK_M:
+                return depth
+        return self._signed_local(x, y)
+
+    def _inner_disc(self) -> tuple[float, float, float]:
+        """A disc inside the fence: a point in it and its distance to the boundary."""
+        c = self.geometry.centroid
+        if c.is_empty or not self.geometry.covers(c):
+            c = self.geometry.point_on_surface()
+        self._disc = (c.x, c.y, float(self.boundary.distance(c)))
+        return self._disc
+
+    def segment_meets_bbox(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
+        """False when the segment a->b (lat, lon) surely misses the fence's bounding box
+        (in its local frame): then it meets neither the fence nor its inside."""
+        ax, ay = self.to_local(*a)
+        bx, by = self.to_local(*b)
+        minx, miny, maxx, maxy = self._bbox
+        minx -= SLACK_M
+        miny -= SLACK_M
+        maxx += SLACK_M
+        maxy += SLACK_M
+        if (ax < minx and bx < minx) or (ax > maxx and bx > maxx) \
+                or (ay < miny and by < miny) or (ay > maxy and by > maxy):
+            return False
+        # The line through a and b: all four corners strictly on one side means a miss.
+        nx, ny = by - ay, ax - bx
+        s1 = nx * (minx - ax) + ny * (miny - ay)
+        s2 = nx * (maxx - ax) + ny * (miny - ay)
+        s3 = nx * (maxx - ax) + ny * (maxy - ay)
+        s4 = nx * (minx - ax) + ny * (maxy - ay)
+        return not ((s1 > 0 and s2 > 0 and s3 > 0 and s4 > 0)
+                    or (s1 < 0 and s2 < 0 and s3 < 0 and s4 < 0))
 
     def applies(self, group: str, t: int) -> bool:
         if self.groups and group not in self.groups:
@@ -82,13 +151,16 @@ class Fence:
         return self.hours is None or self.hours.active(t)
 
     def crossing(
-        self, a: tuple[float, float], b: tuple[float, float]
+        self, a: tuple[float, float], b: tuple[float, float], depth: float = 0.0
     ) -> tuple[float, float] | None:
-        """Where the segment a->b (lat, lon) is inside the fence, as fractions of it."""
+        """Where the segment a->b (lat, lon) is inside the fence, as fractions of it;
+        None unless it gets more than ``depth`` metres inside somewhere."""
         pa, pb = self.to_local(*a), self.to_local(*b)
         seg = LineString([pa, pb])
         inside = seg.intersection(self.geometry)
         if inside.is_empty or seg.length == 0:
+            return None
+        if depth > 0 and not seg.intersects(self.geometry.buffer(-depth)):
             return None
         fractions = [seg.project(Point(c)) / seg.length for c in _coords(inside)]
         return min(fractions), max(fractions)
@@ -103,13 +175,50 @@ def _coords(geom: BaseGeometry) -> Iterable[tuple[float, float]]:
 
 
 class FenceIndex:
-    """All fences and an STRtree over their bounding boxes (in degrees)."""
+    """All fences, an STRtree over their bounding boxes (in degrees) and a uniform grid.
+
+    The grid answers the queries of every fix: a cell is a dict lookup and holds the
+    few fences whose bounding box overlaps it, which in pure Python costs less than
+    making a shapely geometry to query the STRtree with. The answers are the STRtree's,
+    in its order (a query of the tree lists the boxes in the order a query of
+    everything does). Fences spanning more than ``GRID_MAX_CELLS`` cells are checked
+    on every query; segments spanning more use the STRtree.
+    """
 
     def __init__(self, fences: list[Fence]) -> None:
         self.fences = fences
         self.by_id = {f.id: f for f in fences}
-        boxes = [shapely.box(*_bounds_deg(f)) for f in fences]
+        bounds = [_bounds_deg(f) for f in fences]
+        boxes = [shapely.box(*b) for b in bounds]
         self.tree = shapely.STRtree(boxes) if boxes else None
+        self._cells: dict[tuple[float, float], list[tuple[float, float, float, float, int]]] = {}
+        self._wide: list[tuple[float, float, float, float, int]] = []
+        self._cw = self._ch = 1.0
+        if self.tree is None:
+            return
+        minx = min(b[0] for b in bounds)
+        miny = min(b[1] for b in bounds)
+        maxx = max(b[2] for b in bounds)
+        maxy = max(b[3] for b in bounds)
+        order = self.tree.query(shapely.box(minx, miny, maxx, maxy))
+        # Cells about as large as a typical fence: most fences overlap 1-4 of them.
+        widths = sorted(b[2] - b[0] for b in bounds)
+        heights = sorted(b[3] - b[1] for b in bounds)
+        self._cw = max(widths[len(widths) // 2], 1e-5)
+        self._ch = max(heights[len(heights) // 2], 1e-5)
+        cw, ch = self._cw, self._ch
+        for rank, i in enumerate(order.tolist()):
+            b = bounds[i]
+            entry = (b[0], b[1], b[2], b[3], rank)
+            x0, x1 = b[0] // cw, b[2] // cw
+            y0, y1 = b[1] // ch, b[3] // ch
+            if (x1 - x0 + 1) * (y1 - y0 + 1) > GRID_MAX_CELLS:
+                self._wide.append(entry)
+                continue
+            for ix in range(int(x0), int(x1) + 1):
+                for iy in range(int(y0), int(y1) + 1):
+                    self._cells.setdefault((float(ix), float(iy)), []).append(entry)
+        self._by_rank = [fences[i] for i in order.tolist()]
 
     def __len__(self) -> int:
         return len(self.fences)
@@ -118,14 +227,40 @@ class FenceIndex:
         """Fences whose bounding box holds the point: the candidates for a fix."""
         if self.tree is None:
             return []
-        return [self.fences[i] for i in self.tree.query(Point(lon, lat))]
+        ranks = [e[4] for e in self._cells.get((lon // self._cw, lat // self._ch), ())
+                 if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
+        if self._wide:
+            ranks += [e[4] for e in self._wide
+                      if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
+            ranks.sort()
+        by_rank = self._by_rank
+        return [by_rank[r] for r in ranks]
 
     def along(self, a: tuple[float, float], b: tuple[float, float]) -> list[Fence]:
-        """Fences whose bounding box meets the segment a->b (lat, lon)."""
+        """Fences whose bounding box meets the segment a->b (lat, lon).
+
+        As the STRtree answers it: the boxes that meet the segment's bounding box."""
         if self.tree is None:
             return []
-        seg = LineString([(a[1], a[0]), (b[1], b[0])])
-        return [self.fences[i] for i in self.tree.query(seg)]
+        x0, x1 = (a[1], b[1]) if a[1] <= b[1] else (b[1], a[1])
+        y0, y1 = (a[0], b[0]) if a[0] <= b[0] else (b[0], a[0])
+        cw, ch = self._cw, self._ch
+        ix0, ix1, iy0, iy1 = x0 // cw, x1 // cw, y0 // ch, y1 // ch
+        if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > GRID_MAX_CELLS:
+            seg = LineString([(a[1], a[0]), (b[1], b[0])])
+            return [self.fences[i] for i in self.tree.query(seg)]
+        found: set[int] = set()
+        cells = self._cells
+        for ix in range(int(ix0), int(ix1) + 1):
+            for iy in range(int(iy0), int(iy1) + 1):
+                for e in cells.get((float(ix), float(iy)), ()):
+                    if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]:
+                        found.add(e[4])
+        for e in self._wide:
+            if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]:
+                found.add(e[4])
+        by_rank = self._by_rank
+        return [by_rank[r] for r in sorted(found)]
 
 
 def _bounds_deg(f: Fence) -> tuple[float, float, float, float]:

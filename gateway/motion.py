@@ -50,7 +50,9 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
             _end_trip(state, last["t"], last["lat"], last["lon"], "gap", cfg, out)
         step_m = distance_m(last["lat"], last["lon"], lat, lon)
         step_kmh = step_m / gap * 3.6 if gap > 0 else 0.0
-        floor = max(cfg.odometer_min_step_m, fix.get("acc", 0), last.get("acc", 0))
+        # Two fixes of a van standing still can each be off by their accuracy, in
+        # opposite directions: only a step longer than both together can be motion.
+        floor = max(cfg.odometer_min_step_m, fix.get("acc", 0) + last.get("acc", 0))
         if step_m > floor and (step_kmh >= cfg.moving_kmh or spd >= cfg.moving_kmh):
             moved = step_m
             state["odometer_m"] += step_m

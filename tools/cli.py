@@ -21,6 +21,7 @@ from .devices_cmd import devices
 from .errors import FieldtrackError
 from .export_cmd import export
 from .gateway_cmd import gateway
+from .geofences_cmd import geofences
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,10 +40,11 @@ cli.add_command(encode)
 cli.add_command(gateway)
 cli.add_command(devices)
 cli.add_command(export)
+cli.add_command(geofences)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.
-PENDING = (("geofences_cmd", "geofences"),)
+PENDING: tuple[tuple[str, str], ...] = ()
 
 
 def _register_pending() -> None:
