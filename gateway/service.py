@@ -63,6 +63,7 @@ class Gateway:
             self.engine,
         )
         self.ticked = time.monotonic()
+        self.pruned = 0.0
         self.reload_requested = threading.Event()
         self.registry_version = self.store.registry_version()
         self.registry_checked = time.monotonic()
@@ -129,6 +130,9 @@ class Gateway:
         if time.monotonic() - self.ticked < 1.0:
             return
         self.ticked = time.monotonic()
+        if self.ticked - self.pruned > 60:  # keep the rejects table bounded
+            self.pruned = self.ticked
+            self.store.prune_rejects(self.config.store.rejects_keep)
         self.pipeline.tick(self.batch)
         self._maybe_reload_fences()
 
