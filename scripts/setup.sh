@@ -11,6 +11,7 @@ PY=${PYTHON:-python3}
 missing=()
 have mosquitto && have mosquitto_passwd || missing+=(mosquitto)
 have victoria-metrics || missing+=(victoria-metrics)
+have chromium || missing+=(chromium)  # renders the HTML report in its test
 if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip' 2>/dev/null; then
     missing+=(python3-venv)
 fi

@@ -22,6 +22,7 @@ from .errors import FieldtrackError
 from .export_cmd import export
 from .gateway_cmd import gateway
 from .geofences_cmd import geofences
+from .report_cmd import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +42,7 @@ cli.add_command(gateway)
 cli.add_command(devices)
 cli.add_command(export)
 cli.add_command(geofences)
+cli.add_command(report)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.
