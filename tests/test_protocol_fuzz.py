@@ -14,7 +14,7 @@ VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "protocol" / "vectors" / "v1.json").read_text()
 )
 VALID = [bytes.fromhex(v["hex"]) for v in VECTORS["valid"]]
-SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(decode: Any, data: bytes) -> Any:
