@@ -2,6 +2,7 @@
 # DATA_DIR holds config.json (as written by the provisioning tool) and the flash files.
 # With SECONDS, it stops after that long once the NMEA file is exhausted and the buffer
 # is empty (or the time is up), printing a JSON summary line.
+import gc
 import json
 import sys
 import time
@@ -26,6 +27,8 @@ def main():
     while True:
         tracker.step()
         board.idle()
+        if board.eof and cfg.get("sim_stop_at_eof"):
+            break
         if deadline is not None:
             done = board.eof and not tracker.ring.peek(1) and tracker.in_flight is None
             if done or time.ticks_diff(deadline, time.ticks_ms()) < 0:
@@ -33,13 +36,9 @@ def main():
     tracker.ring.flush()
     tracker.mqtt.disconnect()
     summary = {"boot": tracker.boot, "seq": tracker.seq, "dropped": tracker.ring.dropped,
-               "left": len(tracker.ring.peek(100000)), "sentences": tracker.parser.sentences}
-    try:
-        import micropython
-
-        summary["mem_peak"] = micropython.mem_peak()
-    except (ImportError, AttributeError):
-        pass
+               "left": tracker.ring.depth(), "sentences": tracker.parser.sentences}
+    gc.collect()
+    summary["heap_live"] = gc.mem_alloc()
     print(json.dumps(summary))
 
 
