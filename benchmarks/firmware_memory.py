@@ -1,8 +1,9 @@
 """The tracker under MicroPython: heap peak on a long drive, bundle size, parse speed.
 
-Runs the real application (firmware/app.py) on the unix port with a 96 KiB heap
-(``-X heapsize=96k`` first, then larger until it completes) through an hour of 1 Hz NMEA with the broker unreachable, so
-the flash buffer fills up and starts dropping: the worst case for memory. Then
+Runs the real application (firmware/app.py) on the unix port, from the .mpy bundle,
+with ``-X heapsize=96k`` first and then larger heaps until it completes, through an
+hour of 1 Hz NMEA with the broker unreachable, so the flash buffer fills up and
+starts dropping: the worst case for memory. Then
 measures the time per NMEA sentence and the size of the .mpy bundle.
 
     .venv/bin/python benchmarks/firmware_memory.py
