@@ -7,6 +7,7 @@ every one of them exactly once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,55 +87,50 @@ def test_frames_published_while_the_gateway_is_down_arrive(
         gw.stop_quietly()
 
 
+def stream_with_fault(tmp_path: Path, broker: Broker, n: int,
+                      fault: Callable[[GatewayProcess, Path], None]) -> None:
+    """Publish n signed frames while ``fault`` strikes; then every one is stored once."""
+    gw = setup_gateway(tmp_path, broker)
+    gw.start()
+    gw.wait_subscribed()
+    db = tmp_path / "fieldtrack.db"
+    pub = Publisher(broker.port)
+    payloads = [frame_bytes(position(i), "van-1", KEY) for i in range(n)]
+    sender = threading.Thread(target=pub.publish_many, args=("van-1", payloads))
+    try:
+        sender.start()
+        fault(gw, db)
+        sender.join(120)
+        wait_until(lambda: count(db) == n, timeout=90, what="all positions after the fault")
+        assert_exactly_once(db, "van-1", n)
+    finally:
+        pub.close()
+        gw.stop_quietly()
+
+
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, mosquitto_broker: Broker
 ) -> None:
-    n = 4000
-    gw = setup_gateway(tmp_path, mosquitto_broker)
-    gw.start()
-    gw.wait_subscribed()
-    db = tmp_path / "fieldtrack.db"
-    pub = Publisher(mosquitto_broker.port)
-    payloads = [frame_bytes(position(i), "van-1", KEY) for i in range(n)]
-    sender = threading.Thread(target=pub.publish_many, args=("van-1", payloads))
-    try:
-        sender.start()
+    def kill_twice(gw: GatewayProcess, db: Path) -> None:
         for threshold in (500, 1500):
             wait_until(lambda t=threshold: count(db) >= t, timeout=60, what="progress")  # type: ignore[misc]
             gw.kill()
             gw.start()
-        sender.join(120)
-        wait_until(lambda: count(db) == n, timeout=90, what="all positions after two kill -9")
-        assert_exactly_once(db, "van-1", n)
-    finally:
-        pub.close()
-        gw.stop_quietly()
+
+    stream_with_fault(tmp_path, mosquitto_broker, 4000, kill_twice)
 
 
 @pytest.mark.slow
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, mosquitto_broker: Broker) -> None:
-    n = 3000
-    gw = setup_gateway(tmp_path, mosquitto_broker)
-    gw.start()
-    gw.wait_subscribed()
-    db = tmp_path / "fieldtrack.db"
-    pub = Publisher(mosquitto_broker.port)
-    payloads = [frame_bytes(position(i), "van-1", KEY) for i in range(n)]
-    sender = threading.Thread(target=pub.publish_many, args=("van-1", payloads))
-    try:
-        sender.start()
+    def restart_broker(gw: GatewayProcess, db: Path) -> None:
         wait_until(lambda: count(db) >= 700, timeout=60, what="progress")
         mosquitto_broker.stop()
         mosquitto_broker.start()
-        sender.join(120)
-        wait_until(lambda: count(db) == n, timeout=90, what="all positions after a broker restart")
-        assert_exactly_once(db, "van-1", n)
-        log = (tmp_path / "gateway.log").read_text()
-        assert "disconnected" in log or "reconnect" in log
-    finally:
-        pub.close()
-        gw.stop_quietly()
+
+    stream_with_fault(tmp_path, mosquitto_broker, 3000, restart_broker)
+    log = (tmp_path / "gateway.log").read_text()
+    assert "disconnected" in log or "reconnect" in log
 
 
 def test_rejected_frames_are_stored_with_their_reason(
