@@ -177,6 +177,8 @@ _EXT_NAMES = tuple(spec[0] for spec in POSITION_EXT.values())
 
 def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
     if "lat" not in frame and "lon" not in frame:
+        if "acc" in frame:
+            raise bad("acc", "an accuracy needs the position it belongs to (lat, lon)")
         return None
     pos = [
         check_int(frame.get("lat"), "lat", -900000000, 900000000),

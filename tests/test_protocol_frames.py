@@ -1,10 +1,14 @@
 """Frame behaviour beyond the vectors: budgets, batch coding, forward compatibility."""
 
+import hashlib
+import hmac
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fieldtrack.protocol import cbor, cose, frames
 from fieldtrack.protocol.errors import FrameError
@@ -100,3 +104,15 @@ def test_cose_overhead_is_20_bytes_plus_the_key_id() -> None:
     payload = frames.encode(position(TRACK[0]))
     assert 24 <= len(payload) < 256  # a one-byte length for the payload string
     assert len(cose.sign(payload, bytes(32), "van-0012")) - len(payload) == 20 + len("van-0012")
+
+
+def test_event_accuracy_without_a_position_is_an_error() -> None:
+    with pytest.raises(FrameError) as info:
+        frames.encode({"type": "event", "boot": 1, "seq": 1, "t": 1, "kind": "sos", "acc": 5})
+    assert info.value.field == "acc"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=100), st.binary(max_size=300))
+def test_hand_written_hmac_matches_the_standard_library(key: bytes, msg: bytes) -> None:
+    assert cose.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
