@@ -17,11 +17,13 @@ import click
 from fieldtrack import __version__
 
 from .codec_cmd import decode, encode
+from .console_cmd import console
 from .devices_cmd import devices
 from .errors import FieldtrackError
 from .export_cmd import export
 from .gateway_cmd import gateway
 from .geofences_cmd import geofences
+from .gnss_cmd import gnss
 from .report_cmd import report
 
 
@@ -43,6 +45,8 @@ cli.add_command(devices)
 cli.add_command(export)
 cli.add_command(geofences)
 cli.add_command(report)
+cli.add_command(gnss)
+cli.add_command(console)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.
