@@ -21,9 +21,11 @@ from .console_cmd import console
 from .devices_cmd import devices
 from .errors import FieldtrackError
 from .export_cmd import export
+from .flash_cmd import flash
 from .gateway_cmd import gateway
 from .geofences_cmd import geofences
 from .gnss_cmd import gnss
+from .provision_cmd import provision
 from .report_cmd import report
 
 
@@ -47,6 +49,8 @@ cli.add_command(geofences)
 cli.add_command(report)
 cli.add_command(gnss)
 cli.add_command(console)
+cli.add_command(flash)
+cli.add_command(provision)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.
