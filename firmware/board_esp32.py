@@ -25,6 +25,7 @@ class Esp32Board:
         self.sos_pin = machine.Pin(sos, machine.Pin.IN, machine.Pin.PULL_UP) if sos is not None \
             else None
         self.led = machine.Pin(pins["led"], machine.Pin.OUT) if "led" in pins else None
+        self.led_on = 0 if pins.get("led_active_low") else 1
         self.wdt = machine.WDT(timeout=cfg.get("watchdog_ms", 30000))
         self.rtc = machine.RTC()
         self.started = time.ticks_ms()
@@ -68,13 +69,36 @@ class Esp32Board:
                 self.net.active(True)
                 self.net.connect(self.link["ssid"], self.link.get("password", ""))
             else:
+                self._modem_power_on()
                 uart = machine.UART(self.link.get("modem_uart", 2),
                                     baudrate=self.link.get("modem_baud", 115200),
                                     tx=self.link["modem_tx"], rx=self.link["modem_rx"])
+                self._dial(uart)
                 self.net = network.PPP(uart)
                 self.net.active(True)
                 self.net.connect()
         return bool(self.net.isconnected())
+
+    def _modem_power_on(self):
+        """Press the modem's power key as its hardware design asks (profile timings)."""
+        pin = self.link.get("modem_pwrkey")
+        if pin is None:
+            return
+        level = self.link.get("modem_pwrkey_press_level", 0)
+        key = machine.Pin(pin, machine.Pin.OUT, value=1 - level)
+        time.sleep_ms(100)
+        key.value(level)
+        time.sleep_ms(self.link.get("modem_pwrkey_on_ms", 500))
+        key.value(1 - level)
+        time.sleep_ms(self.link.get("modem_boot_ms", 8000))  # until it answers AT commands
+
+    def _dial(self, uart):
+        """Put the modem in data mode on the configured APN (3GPP TS 27.007 commands)."""
+        for cmd in ("AT", "ATE0", 'AT+CGDCONT=1,"IP","%s"' % self.link.get("apn", ""),
+                    "ATD*99#"):
+            uart.write(cmd + "\r")
+            time.sleep_ms(1000)
+            uart.read()  # the modem's answer; PPP negotiation takes over after CONNECT
 
     def uptime_s(self):
         return time.ticks_diff(time.ticks_ms(), self.started) // 1000
@@ -104,5 +128,6 @@ class Esp32Board:
 
     def idle(self):
         if self.led is not None:
-            self.led.value(1 if self.net is not None and self.net.isconnected() else 0)
+            up = self.net is not None and self.net.isconnected()
+            self.led.value(self.led_on if up else 1 - self.led_on)
         time.sleep_ms(20)
