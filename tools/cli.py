@@ -18,6 +18,7 @@ from fieldtrack import __version__
 
 from .codec_cmd import decode, encode
 from .console_cmd import console
+from .demo_cmd import demo
 from .devices_cmd import devices
 from .errors import FieldtrackError
 from .export_cmd import export
@@ -27,6 +28,7 @@ from .geofences_cmd import geofences
 from .gnss_cmd import gnss
 from .provision_cmd import provision
 from .report_cmd import report
+from .simulate_cmd import simulate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +53,8 @@ cli.add_command(gnss)
 cli.add_command(console)
 cli.add_command(flash)
 cli.add_command(provision)
+cli.add_command(simulate)
+cli.add_command(demo)
 
 # Command modules still being written: (module in this package, click command in it).
 # Move a pair to the explicit imports above once its module has landed.

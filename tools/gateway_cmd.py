@@ -11,7 +11,7 @@ from fieldtrack.gateway import logs, metrics
 from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
 from fieldtrack.gateway.geofence import FenceError
 from fieldtrack.gateway.service import Gateway
-from fieldtrack.gateway.store import Store, StoreError
+from fieldtrack.gateway.store import StoreError
 
 from .errors import FieldtrackError
 
@@ -42,7 +42,8 @@ def gateway() -> None:
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="gateway.toml (see gateway/gateway.example.toml); defaults if omitted.")
 @click.option("--sample-publisher", is_flag=True,
-              help="Also run three demo vans publishing signed frames (for a first look).")
+              help="Also run three simulated vans publishing signed frames (for a first "
+                   "look; `fieldtrack demo` is the full demo).")
 def run(config_path: str | None, sample_publisher: bool) -> None:
     """Subscribe, validate, store exactly once, forward. SIGTERM/SIGINT stop cleanly."""
     try:
@@ -61,13 +62,14 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
             ) from None
     publisher = None
     if sample_publisher:
-        from fieldtrack.tools.sample_publisher import SamplePublisher, demo_keys
+        from fieldtrack.tools.simulate import SimulateError, sample_fleet
 
-        store = Store(cfg.store.path)
-        keys = demo_keys(store)
-        store.close()
-        publisher = SamplePublisher(cfg.mqtt.host, cfg.mqtt.port, keys)
-        publisher.start()
+        try:
+            publisher = sample_fleet(cfg.mqtt.host, cfg.mqtt.port, cfg.store.path)
+            publisher.start()
+        except SimulateError as exc:
+            gw.stop()
+            raise GatewayCommandError("--sample-publisher: %s" % exc) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         gw.stop()
