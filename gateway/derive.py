@@ -155,9 +155,9 @@ class EventEngine:
                         {"reason": "presence"})]
 
     def flush(self, batch: Batch) -> None:
+        """Hand the changed states to the batch; the store serialises them at commit."""
         for device_id in self.dirty:
-            batch.derive_states[device_id] = json.dumps(self.states[device_id],
-                                                        separators=(",", ":"))
+            batch.derive_states[device_id] = self.states[device_id]
         self.dirty.clear()
 
 

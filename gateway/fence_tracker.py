@@ -59,27 +59,38 @@ def track(
     out: list[Derived] = []
     inside: dict[str, Any] = state["inside"]
     pending: dict[str, Any] = state["pending"]
-    candidates = {f.id: f for f in index.near(lat, lon)}
-    for fid in list(inside) + list(pending):
-        fence = index.by_id.get(fid)
-        if fence is None:  # the fence was removed: forget it quietly
-            inside.pop(fid, None)
-            pending.pop(fid, None)
-        else:
-            candidates[fid] = fence
-    for fence in candidates.values():
-        margin = (fence.margin_m if fence.margin_m is not None else cfg.margin_m)
-        threshold = margin + cfg.accuracy_factor * fix.get("acc", 0)
-        # Only d's side of +-threshold matters below, so the exact distance is computed
-        # only when cheap bounds cannot tell (see Fence.signed_distance_within).
-        if fence.id in inside:
-            d = fence.signed_distance_within(lat, lon, threshold)
-            _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
-        elif fence.applies(group, t):
-            d = fence.signed_distance_within(lat, lon, threshold)
-            _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
-        else:  # a streak must not survive the fence's off hours (or a group change)
-            pending.pop(fence.id, None)
+    last = state["last"]
+    prev = None
+    if last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s:
+        prev = (last[1] * 1e-7, last[2] * 1e-7)
+    near, passed = index.near_along(lat, lon, prev)
+    # Most fixes meet no fence at all: every step below is skipped when it has nothing to do.
+    candidates = {f.id: f for f in near} if near else {}
+    if inside or pending:
+        by_id = index.by_id
+        for fid in list(inside) + list(pending):
+            fence = by_id.get(fid)
+            if fence is None:  # the fence was removed: forget it quietly
+                inside.pop(fid, None)
+                pending.pop(fid, None)
+            else:
+                candidates[fid] = fence
+    if candidates:
+        widen = cfg.accuracy_factor * fix.get("acc", 0)
+        for fence in candidates.values():
+            margin = (fence.margin_m if fence.margin_m is not None else cfg.margin_m)
+            threshold = margin + widen
+            # Only d's side of -threshold (exit) or +threshold (enter) matters below, so
+            # the exact distance is computed only when cheap bounds cannot tell
+            # (Fence.signed_distance_about).
+            if fence.id in inside:
+                d = fence.signed_distance_about(lat, lon, -threshold)
+                _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
+            elif fence.applies(group, t):
+                d = fence.signed_distance_about(lat, lon, threshold)
+                _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
+            else:  # a streak must not survive the fence's off hours (or a group change)
+                pending.pop(fence.id, None)
     for fid, info in inside.items():
         fence = index.by_id[fid]
         dwell = fence.dwell_s if fence.dwell_s is not None else cfg.dwell_s
@@ -87,12 +98,17 @@ def track(
             info["dwell"] = True
             out.append(Derived("geofence_dwell", t, lat7, lon7, fid,
                                {"since": info["since"], "seconds": t - info["since"]}))
-    last = state["last"]
-    if last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s:
-        out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg))
+    if passed:
+        out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg,
+                              passed))
     state["last"] = [t, lat7, lon7]
-    out.sort(key=lambda e: e.t)
+    if len(out) > 1:
+        out.sort(key=_fix_time)
     return out
+
+
+def _fix_time(e: Derived) -> int:
+    return e.t
 
 
 def _maybe_enter(fence: Fence, inside: dict[str, Any], pending: dict[str, Any], d: float,
@@ -139,25 +155,35 @@ def _maybe_exit(fence: Fence, inside: dict[str, Any], d: float, threshold: float
 
 def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceIndex,
                inside: dict[str, Any], pending: dict[str, Any], seen: dict[str, Fence],
-               cfg: FenceConfig) -> list[Derived]:
-    """Fences passed between two fixes, neither of which was inside them."""
+               cfg: FenceConfig, passed: list[Fence] | None = None) -> list[Derived]:
+    """Fences passed between two fixes, neither of which was inside them.
+
+    ``passed``: ``index.along`` of the two fixes, when the caller has it already."""
     out: list[Derived] = []
     a = (last[1] * 1e-7, last[2] * 1e-7)
     b = (fix["lat"] * 1e-7, fix["lon"] * 1e-7)
-    for fence in index.along(a, b):
+    for fence in index.along(a, b) if passed is None else passed:
         if fence.id in inside or fence.id in pending:
             continue
         if not fence.segment_meets_bbox(a, b):
             continue  # it cannot meet the fence: cheaper to know than the tests below
         if not fence.applies(group, fix["t"]):
             continue
-        if fence.signed_distance_within(*a, 0.0) > 0 \
-                or fence.signed_distance_within(*b, 0.0) > 0:
-            continue  # one end is inside: the hysteresis rules decide, not interpolation
         margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
         # The same rule as for fixes: a pass that is not deeper than the margin (plus
         # the accuracy) inside the fence may be jitter, not a passage.
-        span = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * fix.get("acc", 0))
+        depth = margin + cfg.accuracy_factor * fix.get("acc", 0)
+        if not fence.crossing_possible(a, b, depth):
+            continue  # it cannot get that deep between its ends: no passage either way
+        da = fence.signed_distance_about(*a, 0.0)
+        if da > 0:
+            continue  # one end is inside: the hysteresis rules decide, not interpolation
+        db = fence.signed_distance_about(*b, 0.0)
+        if db > 0:
+            continue
+        if not fence.crossing_possible(a, b, depth, da, db):
+            continue  # too far from the fence at both ends to get that deep between
+        span = fence.crossing(a, b, depth=depth)
         if span is None:
             continue
         dt = fix["t"] - last[0]

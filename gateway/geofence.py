@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import shapely
 from shapely.geometry import LineString, Point, shape
 from shapely.geometry.base import BaseGeometry
@@ -27,7 +28,13 @@ from shapely.geometry.base import BaseGeometry
 M_PER_DEG = 111_320.0
 _POINT_WKB = struct.Struct("<BIdd").pack  # little-endian 2D Point
 SLACK_M = 1e-6  # shortcuts decide only when this far clear of the threshold
-GRID_MAX_CELLS = 256  # a fence or segment spanning more cells is looked up otherwise
+_PIP_ERROR_M = 1e-9  # far above the point-in-polygon test's floating-point error
+GRID_SIZES = (16, 8, 4, 2)  # grid cells this many times as large as the median fence:
+GRID_SHARE = 6.0  # the largest where a fence shares its cell with this many others on average
+GRID_MAX_CELLS = 256  # a fence spanning more cells is checked on every query
+GRID_SEGMENT_CELLS = 16  # a segment spanning more cells is looked up in the STRtree
+_ROW = float(2**22)  # cell key = column * _ROW + row: exact in a float, never shared
+_MIN_CELL = 360.0 / 2**20  # degrees: column and row numbers stay within +-2**19
 KINDS = ("site", "customer", "depot", "no-go", "speed-zone", "work-area")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -71,6 +78,9 @@ class Fence:
         self._cos = math.cos(math.radians(self.lat0))
         self._bbox = self.geometry.bounds  # local metres
         self._disc: tuple[float, float, float] | None = None  # made when first needed
+        self._shrunk_by: dict[float, BaseGeometry] = {}
+        self._slabs: tuple[float, float, list[list[tuple[float, float, float, float]]]] \
+            | None = None
 
     def to_local(self, lat: float, lon: float) -> tuple[float, float]:
         x = (lon - self.lon0) * M_PER_DEG * self._cos
@@ -83,37 +93,121 @@ class Fence:
                                   (lat - self.lat0) * M_PER_DEG)
 
     def _signed_local(self, x: float, y: float) -> float:
-        # A Point made from WKB has the same coordinates as Point((x, y)), at a third
+        # A Point made from WKB has the same coordinates as Point((x, y)), at under half
         # of the cost; distance and covers are GEOS's, on the prepared geometries.
         p = shapely.from_wkb(_POINT_WKB(1, 1, x, y))
         d = float(self.boundary.distance(p))
         return d if self.geometry.covers(p) else -d
 
-    def signed_distance_within(self, lat: float, lon: float, limit: float) -> float:
-        """``signed_distance`` where it is between -limit and +limit; beyond, a stand-in.
+    def signed_distance_about(self, lat: float, lon: float, level: float) -> float:
+        """``signed_distance`` as far as its side of ``level`` goes, cheaply.
 
-        The stand-in is on the same side: greater than ``limit`` exactly when the signed
-        distance is, less than ``-limit`` exactly when it is. So every comparison with
-        +-limit gives the same answer as with the exact value, which is computed only
-        when cheap bounds cannot decide: a point farther than ``limit`` outside the
-        fence's bounding box is more than ``limit`` outside the fence, and a point
-        deeper than ``limit`` inside a disc that lies inside the fence is more than
-        ``limit`` inside it.
+        The value returned is greater than ``level`` exactly when the signed distance
+        is, and smaller exactly when it is, so a comparison with ``level`` gives the
+        same answer as with the exact value; it is the exact value unless one of these
+        bounds tells the side, each by at least SLACK_M: a point outside the fence's
+        bounding box is at least as far outside the fence (the value is then minus that
+        distance, never below the exact one); a point inside a disc that lies inside
+        the fence is at least as deep inside as inside the disc; and a point-in-polygon
+        test, whose floating-point error only matters within a nanometre or so of the
+        boundary, tells inside from outside when ``level`` is not about zero.
         """
         x = (lon - self.lon0) * M_PER_DEG * self._cos
         y = (lat - self.lat0) * M_PER_DEG
-        if limit < 0:
-            return self._signed_local(x, y)
         minx, miny, maxx, maxy = self._bbox
         gap = max(minx - x, x - maxx, miny - y, y - maxy)  # a lower bound of the distance
-        if gap > limit + SLACK_M:
-            return -gap
-        if gap < 0:
+        if gap > 0:
+            if -gap < level - SLACK_M:
+                return -gap
+        else:
             cx, cy, r = self._disc or self._inner_disc()
             depth = r - math.hypot(x - cx, y - cy)  # a lower bound of the signed distance
-            if depth > limit + SLACK_M:
+            if depth > level + SLACK_M:
                 return depth
+        if level > SLACK_M or level < -SLACK_M:
+            inside = self._contains(x, y)
+            if inside and level < 0:
+                return 0.0  # inside (or within a nanometre): above a negative level
+            if not inside and level > 0:
+                return 0.0  # outside (or within a nanometre): below a positive level
         return self._signed_local(x, y)
+
+    def _contains(self, x: float, y: float) -> bool:
+        """Point in polygon by ray crossing (local metres), with the edges in y slabs."""
+        slabs = self._slabs
+        if slabs is None:
+            slabs = self._make_slabs()
+        y0, step, lists = slabs
+        k = int((y - y0) / step)
+        edges = lists[0 if k < 0 else k if k < len(lists) else -1]
+        inside = False
+        for x1, y1, x2, y2 in edges:
+            if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+                inside = not inside
+        return inside
+
+    def _make_slabs(self) -> tuple[float, float, list[list[tuple[float, float, float, float]]]]:
+        """Every edge of every ring (horizontal ones never count), by the y slabs it spans."""
+        edges = []
+        for part in shapely.get_parts(self.geometry):
+            for ring in (part.exterior, *part.interiors):
+                xy = list(ring.coords)
+                edges += [(a[0], a[1], b[0], b[1])
+                          for a, b in zip(xy[:-1], xy[1:], strict=True) if a[1] != b[1]]
+        miny, maxy = self._bbox[1], self._bbox[3]
+        n = max(1, min(32, len(edges) // 2))
+        step = (maxy - miny) / n or 1.0
+        lists: list[list[tuple[float, float, float, float]]] = [[] for _ in range(n)]
+        for e in edges:
+            # The same formula as the query's, which is monotonic in y: every y the edge
+            # spans falls in one of these slabs.
+            lo = int((min(e[1], e[3]) - miny) / step)
+            hi = int((max(e[1], e[3]) - miny) / step)
+            for k in range(max(lo, 0), min(hi, n - 1) + 1):
+                lists[k].append(e)
+        self._slabs = (miny, step, lists)
+        return self._slabs
+
+    def crossing_possible(self, a: tuple[float, float], b: tuple[float, float],
+                          depth: float = 0.0, da: float | None = None,
+                          db: float | None = None) -> bool:
+        """False when ``crossing(a, b, depth)`` is surely None.
+
+        The signed distance changes by at most a metre per metre, so no point of a
+        segment of length L is deeper inside than (da + db + L) / 2, for any upper
+        bounds da, db of the signed distances of its ends. Reaching inside at all needs
+        that to be at least 0; reaching ``geometry.buffer(-depth)`` needs at least
+        depth (less the buffer's approximation, here allowed up to a half). ``da`` and
+        ``db``, when given, must be such bounds (the exact values, or
+        ``signed_distance_about`` with level 0 for ends outside); otherwise the bounds
+        come from the bounding box (no point is deeper than its distance to the box's
+        edge) and, for an end inside the box, the point-in-polygon test."""
+        ax, ay = self.to_local(*a)
+        bx, by = self.to_local(*b)
+        need = (depth if depth > 0 else 0.0) - 2 * SLACK_M - math.hypot(bx - ax, by - ay)
+        if da is not None and db is not None:
+            return da + db >= need
+        minx, miny, maxx, maxy = self._bbox
+        ua = min(ax - minx, maxx - ax, ay - miny, maxy - ay)
+        ub = min(bx - minx, maxx - bx, by - miny, maxy - by)
+        if ua + ub < need:
+            return False
+        if ua > _PIP_ERROR_M and not self._contains(ax, ay):
+            ua = _PIP_ERROR_M  # outside, or within the test's error of the boundary
+            if ua + ub < need:
+                return False
+        if ub > _PIP_ERROR_M and not self._contains(bx, by):
+            ub = _PIP_ERROR_M
+        return ua + ub >= need
+
+    def _shrunk(self, depth: float) -> BaseGeometry:
+        """``geometry.buffer(-depth)``, kept for the next call with the same depth."""
+        shrunk = self._shrunk_by.get(depth)
+        if shrunk is None:
+            if len(self._shrunk_by) >= 8:  # depths follow the reported accuracy: few
+                self._shrunk_by.clear()
+            shrunk = self._shrunk_by[depth] = self.geometry.buffer(-depth)
+        return shrunk
 
     def _inner_disc(self) -> tuple[float, float, float]:
         """A disc inside the fence: a point in it and its distance to the boundary."""
@@ -160,7 +254,7 @@ class Fence:
         inside = seg.intersection(self.geometry)
         if inside.is_empty or seg.length == 0:
             return None
-        if depth > 0 and not seg.intersects(self.geometry.buffer(-depth)):
+        if depth > 0 and not seg.intersects(self._shrunk(depth)):
             return None
         fractions = [seg.project(Point(c)) / seg.length for c in _coords(inside)]
         return min(fractions), max(fractions)
@@ -177,7 +271,7 @@ def _coords(geom: BaseGeometry) -> Iterable[tuple[float, float]]:
 class FenceIndex:
     """All fences, an STRtree over their bounding boxes (in degrees) and a uniform grid.
 
-    The grid answers the queries of every fix: a cell is a dict lookup and holds the
+    The grid answers the queries of every fix: a cell is one dict lookup and holds the
     few fences whose bounding box overlaps it, which in pure Python costs less than
     making a shapely geometry to query the STRtree with. The answers are the STRtree's,
     in its order (a query of the tree lists the boxes in the order a query of
@@ -191,22 +285,22 @@ class FenceIndex:
         bounds = [_bounds_deg(f) for f in fences]
         boxes = [shapely.box(*b) for b in bounds]
         self.tree = shapely.STRtree(boxes) if boxes else None
-        self._cells: dict[tuple[float, float], list[tuple[float, float, float, float, int]]] = {}
+        self._cells: dict[float, list[tuple[float, float, float, float, int]]] = {}
         self._wide: list[tuple[float, float, float, float, int]] = []
+        self._by_rank: list[Fence] = []
+        self._box_by_rank: list[tuple[float, float, float, float, int]] = []
+        self._rank: list[int] = []
         self._cw = self._ch = 1.0
         if self.tree is None:
             return
-        minx = min(b[0] for b in bounds)
-        miny = min(b[1] for b in bounds)
-        maxx = max(b[2] for b in bounds)
-        maxy = max(b[3] for b in bounds)
-        order = self.tree.query(shapely.box(minx, miny, maxx, maxy))
-        # Cells about as large as a typical fence: most fences overlap 1-4 of them.
-        widths = sorted(b[2] - b[0] for b in bounds)
-        heights = sorted(b[3] - b[1] for b in bounds)
-        self._cw = max(widths[len(widths) // 2], 1e-5)
-        self._ch = max(heights[len(heights) // 2], 1e-5)
-        cw, ch = self._cw, self._ch
+        order = self.tree.query(shapely.box(min(b[0] for b in bounds), min(b[1] for b in bounds),
+                                            max(b[2] for b in bounds), max(b[3] for b in bounds)))
+        self._by_rank = [fences[i] for i in order.tolist()]
+        self._box_by_rank = [(*bounds[i], r) for r, i in enumerate(order.tolist())]
+        self._rank = [0] * len(fences)
+        for r, i in enumerate(order.tolist()):
+            self._rank[i] = r
+        self._cw, self._ch = cw, ch = _cell_size(bounds)
         for rank, i in enumerate(order.tolist()):
             b = bounds[i]
             entry = (b[0], b[1], b[2], b[3], rank)
@@ -217,21 +311,19 @@ class FenceIndex:
                 continue
             for ix in range(int(x0), int(x1) + 1):
                 for iy in range(int(y0), int(y1) + 1):
-                    self._cells.setdefault((float(ix), float(iy)), []).append(entry)
-        self._by_rank = [fences[i] for i in order.tolist()]
+                    self._cells.setdefault(ix * _ROW + iy, []).append(entry)
 
     def __len__(self) -> int:
         return len(self.fences)
 
     def near(self, lat: float, lon: float) -> list[Fence]:
         """Fences whose bounding box holds the point: the candidates for a fix."""
-        if self.tree is None:
+        cell = self._cells.get(lon // self._cw * _ROW + lat // self._ch)
+        if cell is None and not self._wide:
             return []
-        ranks = [e[4] for e in self._cells.get((lon // self._cw, lat // self._ch), ())
-                 if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
+        ranks = [e[4] for e in cell or () if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
         if self._wide:
-            ranks += [e[4] for e in self._wide
-                      if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
+            ranks += [e[4] for e in self._wide if e[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
             ranks.sort()
         by_rank = self._by_rank
         return [by_rank[r] for r in ranks]
@@ -240,27 +332,77 @@ class FenceIndex:
         """Fences whose bounding box meets the segment a->b (lat, lon).
 
         As the STRtree answers it: the boxes that meet the segment's bounding box."""
+        by_rank = self._by_rank
+        return [by_rank[r] for r in self._along_ranks(a, b)]
+
+    def near_along(self, lat: float, lon: float, prev: tuple[float, float] | None
+                   ) -> tuple[list[Fence], list[Fence]]:
+        """``near(lat, lon)`` and, unless ``prev`` is None, ``along(prev, (lat, lon))``,
+        in one look-up: the boxes that hold the point are among those the segment meets."""
+        if prev is None:
+            return self.near(lat, lon), []
+        ranks = self._along_ranks(prev, (lat, lon))
+        if not ranks:
+            return [], []
+        by_rank, boxes = self._by_rank, self._box_by_rank
+        passed = [by_rank[r] for r in ranks]
+        near = [by_rank[r] for r in ranks
+                if (e := boxes[r])[0] <= lon <= e[2] and e[1] <= lat <= e[3]]
+        return near, passed
+
+    def _along_ranks(self, a: tuple[float, float], b: tuple[float, float]) -> list[int]:
         if self.tree is None:
             return []
-        x0, x1 = (a[1], b[1]) if a[1] <= b[1] else (b[1], a[1])
-        y0, y1 = (a[0], b[0]) if a[0] <= b[0] else (b[0], a[0])
+        y0, x0 = a
+        y1, x1 = b
+        if x1 < x0:
+            x0, x1 = x1, x0
+        if y1 < y0:
+            y0, y1 = y1, y0
         cw, ch = self._cw, self._ch
         ix0, ix1, iy0, iy1 = x0 // cw, x1 // cw, y0 // ch, y1 // ch
-        if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > GRID_MAX_CELLS:
-            seg = LineString([(a[1], a[0]), (b[1], b[0])])
-            return [self.fences[i] for i in self.tree.query(seg)]
-        found: set[int] = set()
         cells = self._cells
-        for ix in range(int(ix0), int(ix1) + 1):
-            for iy in range(int(iy0), int(iy1) + 1):
-                for e in cells.get((float(ix), float(iy)), ()):
-                    if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]:
-                        found.add(e[4])
-        for e in self._wide:
-            if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]:
-                found.add(e[4])
-        by_rank = self._by_rank
-        return [by_rank[r] for r in sorted(found)]
+        if ix0 == ix1 and iy0 == iy1:
+            cell = cells.get(ix0 * _ROW + iy0)
+            if cell is None and not self._wide:
+                return []
+            ranks = [e[4] for e in cell or ()
+                     if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]]
+        elif (ix1 - ix0 + 1) * (iy1 - iy0 + 1) <= GRID_SEGMENT_CELLS:
+            found = {e[4] for ix in range(int(ix0), int(ix1) + 1)
+                     for iy in range(int(iy0), int(iy1) + 1)
+                     for e in cells.get(ix * _ROW + iy, ())
+                     if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]}
+            ranks = sorted(found)
+        else:
+            seg = LineString([(a[1], a[0]), (b[1], b[0])])
+            rank = self._rank
+            return [rank[i] for i in self.tree.query(seg).tolist()]
+        if self._wide:
+            ranks += [e[4] for e in self._wide
+                      if e[0] <= x1 and x0 <= e[2] and e[1] <= y1 and y0 <= e[3]]
+            ranks.sort()
+        return ranks
+
+
+def _cell_size(bounds: list[tuple[float, float, float, float]]) -> tuple[float, float]:
+    """Grid cell width and height in degrees, from the fences' bounding boxes.
+
+    Large cells mean fewer cells per segment to look in, small ones fewer fences per
+    cell to check: the cells are as large as they can be while a fence shares its cell
+    (by its centre) with no more than GRID_SHARE others on average, which adapts them
+    to how densely the fences lie (and to clusters of them)."""
+    b = np.asarray(bounds, dtype=float)
+    w = max(float(np.median(b[:, 2] - b[:, 0])), _MIN_CELL)
+    h = max(float(np.median(b[:, 3] - b[:, 1])), _MIN_CELL)
+    cx = (b[:, 0] + b[:, 2]) / 2
+    cy = (b[:, 1] + b[:, 3]) / 2
+    for k in GRID_SIZES:
+        cw, ch = k * w, k * h
+        _, counts = np.unique(np.floor(cx / cw) * _ROW + np.floor(cy / ch), return_counts=True)
+        if float((counts * counts).sum()) / len(b) <= GRID_SHARE + 1:
+            return cw, ch
+    return GRID_SIZES[-1] * w, GRID_SIZES[-1] * h
 
 
 def _bounds_deg(f: Fence) -> tuple[float, float, float, float]:

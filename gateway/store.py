@@ -176,7 +176,7 @@ class Batch:
     states: dict[str, DeviceState] = field(default_factory=dict)
     visits: list[tuple[Any, ...]] = field(default_factory=list)
     attendance: list[tuple[Any, ...]] = field(default_factory=list)
-    derive_states: dict[str, str] = field(default_factory=dict)
+    derive_states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
@@ -251,7 +251,8 @@ class Store:
                 db.executemany(
                     "INSERT INTO derive_state (device, state) VALUES (?, ?) ON CONFLICT "
                     "(device) DO UPDATE SET state=excluded.state",
-                    list(batch.derive_states.items()),
+                    [(device, json.dumps(state, separators=(",", ":")))
+                     for device, state in batch.derive_states.items()],
                 )
             db.execute("COMMIT")
         except BaseException:

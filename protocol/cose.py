@@ -24,8 +24,21 @@ TAG_BYTES = 8
 _BLOCK = 64
 
 
+try:
+    import hmac as _hmac  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    _hmac = None  # type: ignore[assignment]  # MicroPython: no hmac module
+
+
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
-    """HMAC-SHA-256 (RFC 2104)."""
+    """HMAC-SHA-256 (RFC 2104): the standard library's where there is one."""
+    if _hmac is not None:
+        return _hmac.new(key, msg, hashlib.sha256).digest()
+    return hmac_sha256_pure(key, msg)
+
+
+def hmac_sha256_pure(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA-256 written out, for MicroPython."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + bytes(_BLOCK - len(key))

@@ -115,4 +115,4 @@ def test_event_accuracy_without_a_position_is_an_error() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=100), st.binary(max_size=300))
 def test_hand_written_hmac_matches_the_standard_library(key: bytes, msg: bytes) -> None:
-    assert cose.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
+    assert cose.hmac_sha256_pure(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
