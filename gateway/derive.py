@@ -13,7 +13,6 @@ fence), which the store ignores.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
