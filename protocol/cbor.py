@@ -62,7 +62,8 @@ UNDEFINED = Simple(23)
 # --- encoding -------------------------------------------------------------
 
 
-def _head(out: bytearray, major: int, n: int) -> None:
+def head(out: bytearray, major: int, n: int) -> None:
+    """Append the head of a data item: major type and argument, shortest form."""
     mt = major << 5
     if n < 24:
         out.append(mt | n)
@@ -93,19 +94,19 @@ def _encode(out: bytearray, obj: Any) -> None:
         out.append(0xF6)
     elif isinstance(obj, int):
         if obj >= 0:
-            _head(out, 0, obj)
+            head(out, 0, obj)
         else:
-            _head(out, 1, -1 - obj)
+            head(out, 1, -1 - obj)
     elif isinstance(obj, (list, tuple)):
-        _head(out, 4, len(obj))
+        head(out, 4, len(obj))
         for item in obj:
             _encode(out, item)
     elif isinstance(obj, (bytes, bytearray)):
-        _head(out, 2, len(obj))
+        head(out, 2, len(obj))
         out.extend(obj)
     elif isinstance(obj, str):
         b = obj.encode("utf-8")
-        _head(out, 3, len(b))
+        head(out, 3, len(b))
         out.extend(b)
     elif isinstance(obj, dict):
         # Deterministic encoding (RFC 8949 section 4.2.1): keys sorted by their bytes.
@@ -115,12 +116,12 @@ def _encode(out: bytearray, obj: Any) -> None:
             _encode(kb, k)
             items.append((bytes(kb), v))
         items.sort(key=lambda kv: kv[0])
-        _head(out, 5, len(items))
+        head(out, 5, len(items))
         for kb2, v in items:
             out.extend(kb2)
             _encode(out, v)
     elif isinstance(obj, Tag):
-        _head(out, 6, obj.tag)
+        head(out, 6, obj.tag)
         _encode(out, obj.value)
     elif isinstance(obj, float):
         out.extend(_float(obj))

@@ -49,8 +49,15 @@ def hmac_sha256_pure(key: bytes, msg: bytes) -> bytes:
     return outer.digest()
 
 
+# ["MAC0", protected, h'', payload] up to the payload's length: the same every time.
+_MAC0_PREFIX = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"
+
+
 def _mac_structure(payload: bytes) -> bytes:
-    return cbor.dumps(["MAC0", PROTECTED, b"", payload])
+    """The CBOR of ["MAC0", protected, h'', payload] (RFC 9052 section 6.3)."""
+    head = bytearray()
+    cbor.head(head, 2, len(payload))
+    return _MAC0_PREFIX + bytes(head) + payload
 
 
 def mac_tag(key: bytes, payload: bytes) -> bytes:
