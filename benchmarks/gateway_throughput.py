@@ -389,12 +389,14 @@ def publisher_main(
                 wait = due - time.time()
                 if wait <= 0:
                     break
-                if wait > 0.002:
-                    client.loop(wait - 0.001)  # read PUBACKs while waiting
+                if wait > 0.001:
+                    client.loop(wait - 0.0005)  # read PUBACKs while waiting
                 else:
                     time.sleep(wait)
             sent.append(time.time())
             client.publish(topic, payload, qos=1)
+            if i & 7 == 7:
+                client.loop(0)  # PUBACKs, whatever the pace: the in-flight window must move
     handed = time.time()
     deadline = time.monotonic() + 120
     while acked < len(messages) and time.monotonic() < deadline:
@@ -531,9 +533,9 @@ def gateway_main(
         stats.sort_stats("tottime").print_stats(PROFILE_LINES)
         text += "\n" + buf.getvalue()
         # Paths relative to the repository, the site-packages or the standard library.
+        text = re.sub(r"[^\s(]*/site-packages/", "", text)
+        text = re.sub(r"[^\s(]*/lib/python3\.\d+/", "", text)
         text = text.replace(ROOT + os.sep, "")
-        text = re.sub(r"/\S*/site-packages/", "", text)
-        text = re.sub(r"/\S*/lib/python3\.\d+/", "", text)
     results.put(
         {
             "role": "gateway",
@@ -834,6 +836,36 @@ def pct(values: list[float], q: float) -> float:
 # --- the report -------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit measured, and whether the gateway or protocol code differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway", "protocol"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    if not head:
+        return "unknown (not a git checkout)"
+    files = [line[3:] for line in changed.splitlines()]
+    return "commit %s%s" % (
+        head,
+        ", with uncommitted changes to " + ", ".join(files)
+        if files
+        else ", gateway and protocol as committed",
+    )
+
+
 def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -947,6 +979,7 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
         "store: SQLite WAL, synchronous=FULL (Store default), temp dir on %s; gateway "
         "defaults: commit_max_messages 2000, commit_interval_ms 50" % fs_type(str(workdir))
     )
+    log("code: %s" % code_version())
     log("load average before the run: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
     log("")
 
