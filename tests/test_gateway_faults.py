@@ -27,13 +27,16 @@ from fieldtrack.gateway.store import Device, Store
 KEY = bytes(range(32))
 
 
-def setup_gateway(tmp_path: Path, broker: Broker, **sections: dict[str, object]) -> GatewayProcess:
+def start_gateway(tmp_path: Path, broker: Broker, **sections: dict[str, object]) -> GatewayProcess:
     config = write_config(tmp_path, broker.port, **sections)
     store = Store(tmp_path / "fieldtrack.db")
     store.put_device(Device("van-1", "vans", KEY, True))
     store.put_device(Device("van-2", "vans", None, True))
     store.close()
-    return GatewayProcess(config, tmp_path / "gateway.log")
+    gw = GatewayProcess(config, tmp_path / "gateway.log")
+    gw.start()
+    gw.wait_subscribed()  # on a first start nothing is queued for it yet
+    return gw
 
 
 def assert_exactly_once(db: Path, device: str, n: int) -> None:
@@ -44,9 +47,7 @@ def assert_exactly_once(db: Path, device: str, n: int) -> None:
 
 
 def test_frames_arrive_and_sigterm_exits_cleanly(tmp_path: Path, mosquitto_broker: Broker) -> None:
-    gw = setup_gateway(tmp_path, mosquitto_broker)
-    gw.start()
-    gw.wait_subscribed()
+    gw = start_gateway(tmp_path, mosquitto_broker)
     pub = Publisher(mosquitto_broker.port)
     try:
         pub.publish_many("van-1", [frame_bytes(position(i), "van-1", KEY) for i in range(300)])
@@ -68,9 +69,7 @@ def test_frames_published_while_the_gateway_is_down_arrive(
     tmp_path: Path, mosquitto_broker: Broker
 ) -> None:
     """The persistent session: the broker queues for the stopped gateway."""
-    gw = setup_gateway(tmp_path, mosquitto_broker)
-    gw.start()
-    gw.wait_subscribed()
+    gw = start_gateway(tmp_path, mosquitto_broker)
     db = tmp_path / "fieldtrack.db"
     pub = Publisher(mosquitto_broker.port)
     try:
@@ -90,9 +89,7 @@ def test_frames_published_while_the_gateway_is_down_arrive(
 def stream_with_fault(tmp_path: Path, broker: Broker, n: int,
                       fault: Callable[[GatewayProcess, Path], None]) -> None:
     """Publish n signed frames while ``fault`` strikes; then every one is stored once."""
-    gw = setup_gateway(tmp_path, broker)
-    gw.start()
-    gw.wait_subscribed()
+    gw = start_gateway(tmp_path, broker)
     db = tmp_path / "fieldtrack.db"
     pub = Publisher(broker.port)
     payloads = [frame_bytes(position(i), "van-1", KEY) for i in range(n)]
@@ -136,9 +133,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, mosquitto_broke
 def test_rejected_frames_are_stored_with_their_reason(
     tmp_path: Path, mosquitto_broker: Broker
 ) -> None:
-    gw = setup_gateway(tmp_path, mosquitto_broker)
-    gw.start()
-    gw.wait_subscribed()
+    gw = start_gateway(tmp_path, mosquitto_broker)
     db = tmp_path / "fieldtrack.db"
     pub = Publisher(mosquitto_broker.port)
     try:
