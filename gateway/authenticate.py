@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fieldtrack.protocol import cose, frames, topics
+from fieldtrack.protocol import fast, frames, topics
 from fieldtrack.protocol.errors import FrameError
 
 from .store import Device
@@ -44,7 +44,7 @@ def authenticate(topic: str, data: bytes, registry: dict[str, Device]) -> Speake
     if not device.enabled:
         raise Rejected("disabled_device", "%s is disabled" % device_id, device_id)
     try:
-        mac, payload = cose.unwrap(data, frames.MAX_FRAME_BYTES)
+        mac, payload = fast.unwrap(data, frames.MAX_FRAME_BYTES)
     except FrameError as exc:
         raise Rejected(exc.code, exc.reason, device_id) from None
     if mac is None:
@@ -59,6 +59,6 @@ def authenticate(topic: str, data: bytes, registry: dict[str, Device]) -> Speake
     if device.key is None:
         raise Rejected("no_key", "%s has no key to check the signature with" % device_id,
                        device_id)
-    if not mac.verify(device.key):
+    if not fast.verify(mac, device.key):
         raise Rejected("bad_mac", "the MAC does not match %s's key" % device_id, device_id)
     return Speaker(device, payload, True)

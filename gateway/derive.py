@@ -5,14 +5,16 @@ once they are ``reorder_window_s`` older than the newest fix or have waited
 ``reorder_hold_s`` of wall time, so a tracker's buffer that arrives shuffled is
 judged in the order it happened. A fix older than what was already released is still
 stored, but it can no longer change the device's state (it is counted as too late).
-The state of every device (buffer included) is saved with the same commit as the
-records that changed it, so a restart resumes exactly where the store left off, and
-re-deriving an event after a redelivery produces the same key (device, kind, time,
-fence), which the store ignores.
+The state of every device is saved with the same commit as the records that changed
+it, so a restart resumes exactly where the store left off, and re-deriving an event
+after a redelivery produces the same key (device, kind, time, fence), which the store
+ignores. The held fixes are not part of that state: they are the device's stored
+positions newer than ``released_t`` (``Store.held_fixes``), read back at start.
 """
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from . import fence_tracker, motion
 from .fence_tracker import Derived, FenceConfig
 from .geofence import FenceIndex
 from .store import Batch, Device
+
+HeldFix = tuple[int, float, dict[str, Any]]  # (fix time, received, fix): waiting to be judged
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,14 @@ class EventEngine:
         index: FenceIndex,
         states: dict[str, dict[str, Any]],
         clock: Callable[[], float],
+        held: dict[str, list[HeldFix]] | None = None,
     ) -> None:
         self.config = config
         self.index = index
         self.states = states
         self.clock = clock
+        # Per device, the fixes waiting in fix-time order: (t, received, fix).
+        self.held: dict[str, list[HeldFix]] = held if held is not None else {}
         self.dirty: set[str] = set()
         self.too_late = 0
 
@@ -60,7 +67,7 @@ class EventEngine:
         st = self.states.get(device)
         if st is None:
             st = {"fences": fence_tracker.new_state(), "motion": motion.new_state(),
-                  "buffer": [], "released_t": None, "seen": 0.0, "online": None}
+                  "released_t": None, "seen": 0.0, "online": None}
             self.states[device] = st
         return st
 
@@ -76,26 +83,39 @@ class EventEngine:
             # from before the device_offline that this event answers.
             st["online"] = True
             events.append(Derived("device_online", int(received), fix["lat"], fix["lon"]))
-        if released is not None and fix["t"] <= released:
+        t = fix["t"]
+        if released is not None and t <= released:
             self.too_late += 1
             return events
-        if any(item[0] == fix["t"] for item in st["buffer"]):
-            return events  # a redelivered copy of a fix already waiting here
-        st["buffer"].append([fix["t"], received, _slim(fix)])
-        st["buffer"].sort(key=lambda item: item[0])
-        return events + self._release(device, st, received)
+        buf = self.held.get(device.id)
+        if buf is None:
+            buf = self.held[device.id] = []
+        if not buf or t > buf[-1][0]:
+            buf.append((t, received, fix))
+        else:
+            i = bisect.bisect_left(buf, t, key=_fix_time)
+            if buf[i][0] == t:
+                return events  # a redelivered copy of a fix already waiting here
+            buf.insert(i, (t, received, fix))
+        released_events = self._release(device, st, buf, received)
+        return events + released_events if events else released_events
 
-    def _release(self, device: Device, st: dict[str, Any], now: float) -> list[Derived]:
-        buf = st["buffer"]
+    def _release(self, device: Device, st: dict[str, Any], buf: list[HeldFix],
+                 now: float) -> list[Derived]:
         if not buf:
             return []
-        newest = buf[-1][0]
+        oldest = buf[-1][0] - self.config.reorder_window_s
+        hold = self.config.reorder_hold_s
         events: list[Derived] = []
-        while buf and (buf[0][0] <= newest - self.config.reorder_window_s
-                       or now - buf[0][1] >= self.config.reorder_hold_s):
-            t, _, fix = buf.pop(0)
+        n = 0
+        for t, received, fix in buf:
+            if t > oldest and now - received < hold:
+                break
+            n += 1
             st["released_t"] = t
             events.extend(self._judge(device, st, fix))
+        if n:
+            del buf[:n]
         return events
 
     def _judge(self, device: Device, st: dict[str, Any], fix: dict[str, Any]) -> list[Derived]:
@@ -129,7 +149,9 @@ class EventEngine:
             if device is None:
                 continue
             before = len(out)
-            out.extend((device, e) for e in self._release(device, st, now))
+            buf = self.held.get(device_id)
+            if buf:
+                out.extend((device, e) for e in self._release(device, st, buf, now))
             timeout = self.config.heartbeat_timeout_s
             if timeout and st["online"] and now - st["seen"] > timeout:
                 st["online"] = False
@@ -160,8 +182,5 @@ class EventEngine:
         self.dirty.clear()
 
 
-_SLIM = ("t", "lat", "lon", "spd", "hdg", "acc", "ign", "fix")
-
-
-def _slim(fix: dict[str, Any]) -> dict[str, Any]:
-    return {k: fix[k] for k in _SLIM if k in fix}
+def _fix_time(item: HeldFix) -> int:
+    return item[0]

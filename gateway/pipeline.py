@@ -35,7 +35,7 @@ class PipelineConfig:
         default_factory=attendance.AttendanceConfig)
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One accepted fix or event on its way to the store, open to later stages."""
 
@@ -120,32 +120,40 @@ class Pipeline:
         else:
             values = {k: v for k, v in frame.items() if k not in ("type", "v", "boot", "seq")}
             return [Record(device, ftype, boot, frame["seq"], values)]
-        now_s = int(self.clock())
+        now = self.clock()
+        now_s, now_ms = int(now), int(now * 1000)
+        filters = self.config.filters
+        seq0 = frame["seq"]
         records = []
         for i, fix in enumerate(fixes):
-            record = Record(device, "position", boot, frame["seq"] + i, fix)
-            state = self.states.get(device.id)
-            if state is not None and (state.boot, state.seq) == (boot, record.seq):
+            seq = seq0 + i
+            if state is not None and state.seq == seq and state.boot == boot:
                 # A redelivery of the newest record: the store already has it (or will
                 # ignore the copy); it is not a "duplicate fix" to filter out.
-                record.late = True
-                records.append(record)
+                records.append(Record(device, "position", boot, seq, fix, [], True))
                 continue
-            record.late = state is not None and fix["t"] < state.t
-            failed = failed_filters(fix, state, now_s, self.config.filters)
-            drops = [(name, detail) for name, action, detail in failed if action == "drop"]
-            if drops:
-                outcome.dropped.extend(
-                    (name, "seq %d: %s" % (record.seq, detail)) for name, detail in drops
-                )
-                continue
-            record.flagged = [name for name, action, _ in failed if action == "flag"]
-            records.append(record)
-            if not record.late:
-                self.states[device.id] = DeviceState(
-                    device.id, boot, record.seq, fix["t"], fix["lat"], fix["lon"], fix["spd"],
-                    int(self.clock() * 1000), True,
-                )
+            t = fix["t"]
+            late = state is not None and t < state.t
+            flagged: list[str] = []
+            failed = failed_filters(fix, state, now_s, filters)
+            if failed:
+                drops = [(name, detail) for name, action, detail in failed if action == "drop"]
+                if drops:
+                    outcome.dropped.extend(
+                        (name, "seq %d: %s" % (seq, detail)) for name, detail in drops
+                    )
+                    continue
+                flagged = [name for name, _, _ in failed]
+            records.append(Record(device, "position", boot, seq, fix, flagged, late))
+            if not late:
+                if state is None:
+                    state = self.states[device.id] = DeviceState(
+                        device.id, boot, seq, t, fix["lat"], fix["lon"], fix["spd"], now_ms,
+                        True)
+                else:  # the newest fix so far: the state is updated in place
+                    state.boot, state.seq, state.t = boot, seq, t
+                    state.lat, state.lon, state.spd = fix["lat"], fix["lon"], fix["spd"]
+                    state.received, state.online = now_ms, True
         return records
 
     def _to_rows(self, record: Record, received_ms: int, batch: Batch) -> None:

@@ -40,46 +40,53 @@ class FilterConfig:
     min_distance_m: int = 0
 
 
+_RAD_E7 = math.pi / 180 * 1e-7  # 1e-7 degrees to radians
+_DIAMETER_M = 2 * EARTH_RADIUS_M
+
+
 def distance_m(lat1: int, lon1: int, lat2: int, lon2: int) -> float:
     """Great-circle distance between two points given in 1e-7 degrees (haversine)."""
-    p1, p2 = math.radians(lat1 * 1e-7), math.radians(lat2 * 1e-7)
-    dp = p2 - p1
-    dl = math.radians((lon2 - lon1) * 1e-7)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    p1, p2 = lat1 * _RAD_E7, lat2 * _RAD_E7
+    s_lat = math.sin((p2 - p1) * 0.5)
+    s_lon = math.sin((lon2 - lon1) * _RAD_E7 * 0.5)
+    a = s_lat * s_lat + math.cos(p1) * math.cos(p2) * s_lon * s_lon
+    return _DIAMETER_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def failed_filters(
     fix: dict[str, Any], last: DeviceState | None, now_s: int, cfg: FilterConfig
 ) -> list[tuple[str, str, str]]:
-    """The filters ``fix`` fails, as (name, action, detail), in a fixed order."""
+    """The filters ``fix`` fails, as (name, action, detail), in a fixed order.
+
+    Most fixes fail none: each test is a comparison, and a detail is worded only for
+    a filter that is on and failed.
+    """
     out: list[tuple[str, str, str]] = []
-
-    def check(name: str, action: str, failed: bool, detail: str) -> None:
-        if action != "off" and failed:
-            out.append((name, action, detail))
-
     t = fix["t"]
-    check("invalid", cfg.invalid_action, fix["fix"] == 0, "the receiver had no fix")
-    check("zero", cfg.zero_action, fix["lat"] == 0 and fix["lon"] == 0, "coordinates 0, 0")
-    check("future", cfg.future_action, t > now_s + cfg.future_s,
-          "fix time %d s in the future" % (t - now_s))
-    check("past", cfg.past_action, t < now_s - cfg.past_s,
-          "fix time %d s in the past" % (now_s - t))
-    check("accuracy", cfg.accuracy_action, fix["acc"] > cfg.accuracy_m,
-          "accuracy %d m worse than %d m" % (fix["acc"], cfg.accuracy_m))
+    if fix["fix"] == 0 and cfg.invalid_action != "off":
+        out.append(("invalid", cfg.invalid_action, "the receiver had no fix"))
+    if fix["lat"] == 0 and fix["lon"] == 0 and cfg.zero_action != "off":
+        out.append(("zero", cfg.zero_action, "coordinates 0, 0"))
+    if t > now_s + cfg.future_s and cfg.future_action != "off":
+        out.append(("future", cfg.future_action, "fix time %d s in the future" % (t - now_s)))
+    if t < now_s - cfg.past_s and cfg.past_action != "off":
+        out.append(("past", cfg.past_action, "fix time %d s in the past" % (now_s - t)))
+    if fix["acc"] > cfg.accuracy_m and cfg.accuracy_action != "off":
+        out.append(("accuracy", cfg.accuracy_action,
+                    "accuracy %d m worse than %d m" % (fix["acc"], cfg.accuracy_m)))
     if last is None or t < last.t:
         return out
     dist = distance_m(last.lat, last.lon, fix["lat"], fix["lon"])
     dt = t - last.t
-    check("duplicate", cfg.duplicate_action, dt == 0 and dist < 0.5,
-          "same time and place as the previous fix")
-    if dt > 0:
+    if dt == 0 and dist < 0.5 and cfg.duplicate_action != "off":
+        out.append(("duplicate", cfg.duplicate_action, "same time and place as the previous fix"))
+    if dt > 0 and cfg.teleport_action != "off":
         kmh = dist / dt * 3.6
-        check("teleport", cfg.teleport_action, kmh > cfg.teleport_kmh,
-              "%.0f km/h from the previous fix" % kmh)
-    check("min_period", cfg.min_period_action, dt < cfg.min_period_s,
-          "%d s after the previous fix" % dt)
-    check("min_distance", cfg.min_distance_action, dist < cfg.min_distance_m,
-          "%.1f m from the previous fix" % dist)
+        if kmh > cfg.teleport_kmh:
+            out.append(("teleport", cfg.teleport_action, "%.0f km/h from the previous fix" % kmh))
+    if dt < cfg.min_period_s and cfg.min_period_action != "off":
+        out.append(("min_period", cfg.min_period_action, "%d s after the previous fix" % dt))
+    if dist < cfg.min_distance_m and cfg.min_distance_action != "off":
+        out.append(("min_distance", cfg.min_distance_action,
+                    "%.1f m from the previous fix" % dist))
     return out

@@ -103,7 +103,8 @@ class Gateway:
                            reorder_hold_s=ev.reorder_hold_s,
                            heartbeat_timeout_s=ev.heartbeat_timeout_s,
                            working_hours=self.config.working_hours)
-        return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time)
+        return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time,
+                           self.store.held_fixes())
 
     def reload_fences(self) -> None:
         """Called on SIGHUP (any thread): the main loop reloads at its next turn."""

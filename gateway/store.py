@@ -286,7 +286,35 @@ class Store:
 
     def derive_states(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute("SELECT device, state FROM derive_state")
-        return {r[0]: json.loads(r[1]) for r in rows}
+        states = {r[0]: json.loads(r[1]) for r in rows}
+        for state in states.values():
+            state.pop("buffer", None)  # saved by earlier versions; now read from positions
+        return states
+
+    def held_fixes(self) -> dict[str, list[tuple[int, float, dict[str, Any]]]]:
+        """Per device, the stored fixes its derive state has not judged yet, by fix time.
+
+        They are the positions newer than the state's ``released_t``: every stored fix
+        that new went into the reorder buffer, in the same commit, so the buffer need
+        not be saved twice. Copies with a fix time already held are left out, as the
+        buffer leaves them out.
+        """
+        rows = self.db.execute(
+            "SELECT p.device, p.t, p.received, p.lat, p.lon, p.spd, p.hdg, p.alt, p.acc, "
+            "p.sats, p.fix, p.ign, p.buf, p.mock FROM derive_state d JOIN positions p "
+            "ON p.device = d.device AND p.t > COALESCE(json_extract(d.state, '$.released_t'), "
+            "-1) ORDER BY p.device, p.t, p.id"
+        )
+        held: dict[str, list[tuple[int, float, dict[str, Any]]]] = {}
+        for dev, t, received, lat, lon, spd, hdg, alt, acc, sats, fix, ign, buf, mock in rows:
+            items = held.setdefault(dev, [])
+            if items and items[-1][0] == t:
+                continue
+            items.append((t, received / 1000, {
+                "t": t, "lat": lat, "lon": lon, "spd": spd, "hdg": hdg, "alt": alt,
+                "acc": acc, "sats": sats, "fix": fix, "ign": bool(ign), "buf": bool(buf),
+                "mock": bool(mock)}))
+        return held
 
     def prune_rejects(self, keep: int) -> None:
         self.db.execute(

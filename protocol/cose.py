@@ -53,7 +53,7 @@ def hmac_sha256_pure(key: bytes, msg: bytes) -> bytes:
 _MAC0_PREFIX = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"
 
 
-def _mac_structure(payload: bytes) -> bytes:
+def mac_structure(payload: bytes) -> bytes:
     """The CBOR of ["MAC0", protected, h'', payload] (RFC 9052 section 6.3)."""
     head = bytearray()
     cbor.head(head, 2, len(payload))
@@ -62,7 +62,7 @@ def _mac_structure(payload: bytes) -> bytes:
 
 def mac_tag(key: bytes, payload: bytes) -> bytes:
     """The 8-byte HMAC 256/64 tag of ``payload`` under ``key``."""
-    return hmac_sha256(key, _mac_structure(payload))[:TAG_BYTES]
+    return hmac_sha256(key, mac_structure(payload))[:TAG_BYTES]
 
 
 def sign(payload: bytes, key: bytes, kid: str) -> bytes:

@@ -496,8 +496,8 @@ def test_a_restart_in_the_middle_of_a_visit_gives_one_visit_and_no_extra_events(
     fixes = restart_track()
     cut = next(i for i, f in enumerate(fixes) if f["t"] == T + 1000) + 1
     rig.drive(fixes[:cut])
-    held = rig.store.derive_states()[VAN.id]["buffer"]
-    assert [item[0] for item in held] == [T + 980, T + 990, T + 1000]  # saved with it
+    held = rig.store.held_fixes()[VAN.id]
+    assert [item[0] for item in held] == [T + 980, T + 990, T + 1000]  # read back from it
     rig.restart()
     rig.seq -= 1
     rig.drive(fixes[cut - 1:])

@@ -214,7 +214,7 @@ class Rig:
     def _open(self) -> None:
         self.store = Store(self.path, synchronous="OFF")  # a test: no power cuts here
         self.engine = EventEngine(self.config, self.index, self.store.derive_states(),
-                                  self.clock)
+                                  self.clock, self.store.held_fixes())
         self.pipeline = Pipeline(self.pipeline_config, self.registry, self.store.states(),
                                  self.engine, clock=self.clock)
 
