@@ -17,7 +17,6 @@ from typing import Any
 import cbor2
 
 from . import cose, frames
-from .schema import FIX_FIELDS, MAX_BATCH, U32
 from .errors import (
     DUPLICATE_KEY,
     MALFORMED,
@@ -28,6 +27,7 @@ from .errors import (
     UNSUPPORTED_CBOR,
     FrameError,
 )
+from .schema import FIX_FIELDS, MAX_BATCH, U32
 
 
 def _no_tags(decoder: Any, tag: Any) -> Any:
