@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,32 +73,42 @@ class EventEngine:
 
     def add_fix(self, device: Device, fix: dict[str, Any], received: float) -> list[Derived]:
         """Queue one stored fix; returns the events of every fix it releases."""
+        return self.add_fixes(device, (fix,), received)
+
+    def add_fixes(self, device: Device, fixes: Iterable[dict[str, Any]],
+                  received: float) -> list[Derived]:
+        """Queue the stored fixes of one message, one after the other, as ``add_fix``."""
         st = self.state(device.id)
         self.dirty.add(device.id)
-        st["seen"] = max(st["seen"], received)
-        released = st["released_t"]
-        events: list[Derived] = []
-        if st["online"] is not True:
-            # Stamped with the arrival: a buffer replayed after a gap starts with fixes
-            # from before the device_offline that this event answers.
-            st["online"] = True
-            events.append(Derived("device_online", int(received), fix["lat"], fix["lon"]))
-        t = fix["t"]
-        if released is not None and t <= released:
-            self.too_late += 1
-            return events
+        if received > st["seen"]:
+            st["seen"] = received
         buf = self.held.get(device.id)
         if buf is None:
             buf = self.held[device.id] = []
-        if not buf or t > buf[-1][0]:
-            buf.append((t, received, fix))
-        else:
-            i = bisect.bisect_left(buf, t, key=_fix_time)
-            if buf[i][0] == t:
-                return events  # a redelivered copy of a fix already waiting here
-            buf.insert(i, (t, received, fix))
-        released_events = self._release(device, st, buf, received)
-        return events + released_events if events else released_events
+        window, hold = self.config.reorder_window_s, self.config.reorder_hold_s
+        events: list[Derived] = []
+        for fix in fixes:
+            if st["online"] is not True:
+                # Stamped with the arrival: a buffer replayed after a gap starts with fixes
+                # from before the device_offline that this event answers.
+                st["online"] = True
+                events.append(Derived("device_online", int(received), fix["lat"], fix["lon"]))
+            t = fix["t"]
+            released = st["released_t"]
+            if released is not None and t <= released:
+                self.too_late += 1
+                continue
+            if not buf or t > buf[-1][0]:
+                buf.append((t, received, fix))
+            else:
+                i = bisect.bisect_left(buf, t, key=_fix_time)
+                if buf[i][0] == t:
+                    continue  # a redelivered copy of a fix already waiting here
+                buf.insert(i, (t, received, fix))
+            first = buf[0]
+            if first[0] <= buf[-1][0] - window or received - first[1] >= hold:
+                events.extend(self._release(device, st, buf, received))
+        return events
 
     def _release(self, device: Device, st: dict[str, Any], buf: list[HeldFix],
                  now: float) -> list[Derived]:

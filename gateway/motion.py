@@ -39,6 +39,7 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
          cfg: MotionConfig) -> list[Derived]:
     out: list[Derived] = []
     t, lat, lon, spd = fix["t"], fix["lat"], fix["lon"], fix["spd"]
+    acc = fix.get("acc", 0)
     ign = bool(fix.get("ign", False))
     if ign:
         state["ign_seen"] = True
@@ -49,27 +50,28 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
         if gap > cfg.gap_max_s and state["trip"] is not None:
             _end_trip(state, last["t"], last["lat"], last["lon"], "gap", cfg, out)
         step_m = distance_m(last["lat"], last["lon"], lat, lon)
-        step_kmh = step_m / gap * 3.6 if gap > 0 else 0.0
         # Two fixes of a van standing still can each be off by their accuracy, in
         # opposite directions: only a step longer than both together can be motion.
-        floor = max(cfg.odometer_min_step_m, fix.get("acc", 0) + last.get("acc", 0))
-        if step_m > floor and (step_kmh >= cfg.moving_kmh or spd >= cfg.moving_kmh):
+        floor = acc + last.get("acc", 0)
+        if floor < cfg.odometer_min_step_m:
+            floor = cfg.odometer_min_step_m
+        if step_m > floor and (spd >= cfg.moving_kmh
+                               or (gap > 0 and step_m / gap * 3.6 >= cfg.moving_kmh)):
             moved = step_m
             state["odometer_m"] += step_m
     moving = spd >= cfg.moving_kmh or moved > 0
-    if state["ign_seen"]:
-        driving = ign and moving
-    else:
-        driving = moving
+    driving = (ign and moving) if state["ign_seen"] else moving
     if driving:
-        state["still_since"] = None
+        if state["still_since"] is not None:
+            state["still_since"] = None
         state["stop_sent"] = state["idle_sent"] = False
         trip = state["trip"]
         if trip is None:
             trip = state["trip"] = {"start": t, "lat": lat, "lon": lon, "dist": 0.0,
                                     "max": spd, "announced": False}
         trip["dist"] += moved
-        trip["max"] = max(trip["max"], spd)
+        if spd > trip["max"]:
+            trip["max"] = spd
         if not trip["announced"] and _qualifies(trip, t, cfg):
             trip["announced"] = True
             out.append(Derived("trip_start", trip["start"], trip["lat"], trip["lon"]))
@@ -91,8 +93,12 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
             state["idle_sent"] = True
             out.append(Derived("idle", state["still_since"], lat, lon, "",
                                {"since": state["still_since"], "seconds": still}))
-    _overspeed(state, fix, fence_limit, cfg, out)
-    state["last"] = {"t": t, "lat": lat, "lon": lon, "acc": fix.get("acc", 0)}
+    if state["over"] is not None or fence_limit is not None or cfg.speed_limit_kmh:
+        _overspeed(state, fix, fence_limit, cfg, out)
+    if last is None:
+        state["last"] = {"t": t, "lat": lat, "lon": lon, "acc": acc}
+    else:  # in place: this runs for every fix
+        last["t"], last["lat"], last["lon"], last["acc"] = t, lat, lon, acc
     return out
 
 

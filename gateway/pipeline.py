@@ -85,8 +85,11 @@ class Pipeline:
             outcome.reject = exc
             batch.rejects.append(_reject_row(topic, data, exc, received_ms))
             return outcome
-        for record in records:
-            self._to_rows(record, received_ms, batch)
+        if records and records[0].frame_type == "position":  # one message: all positions
+            self._position_rows(records, received_ms, batch)
+        else:
+            for record in records:
+                self._event_row(record, received_ms, batch)
         if self.engine is not None:
             self._derive(records, received_ms, batch)
         outcome.records = len(records)
@@ -156,18 +159,20 @@ class Pipeline:
                     state.received, state.online = now_ms, True
         return records
 
-    def _to_rows(self, record: Record, received_ms: int, batch: Batch) -> None:
+    def _position_rows(self, records: list[Record], received_ms: int, batch: Batch) -> None:
+        dev = records[0].device.id
+        batch.positions.extend([
+            (dev, r.boot, r.seq, v["t"], v.get("ms", 0), v["lat"], v["lon"], v["spd"], v["hdg"],
+             v["alt"], v["acc"], v["sats"], v["fix"], int(v["ign"]), int(v["buf"]),
+             int(v["mock"]), ",".join(r.flagged), received_ms)
+            for r in records for v in (r.values,)
+        ])
+        if dev in self.states and not all(r.late for r in records):
+            batch.states[dev] = self.states[dev]
+
+    def _event_row(self, record: Record, received_ms: int, batch: Batch) -> None:
         v = record.values
         dev = record.device.id
-        if record.frame_type == "position":
-            batch.positions.append((
-                dev, record.boot, record.seq, v["t"], v.get("ms", 0), v["lat"], v["lon"],
-                v["spd"], v["hdg"], v["alt"], v["acc"], v["sats"], v["fix"], int(v["ign"]),
-                int(v["buf"]), int(v["mock"]), ",".join(record.flagged), received_ms,
-            ))
-            if not record.late and dev in self.states:
-                batch.states[dev] = self.states[dev]
-            return
         if record.frame_type == "event":
             kind, data = v["kind"], v.get("data", {})
         else:  # status and command_ack are stored as events of that kind
@@ -183,11 +188,13 @@ class Pipeline:
 
     def _derive(self, records: list[Record], received_ms: int, batch: Batch) -> None:
         assert self.engine is not None
+        if records and records[0].frame_type == "position":  # one message: all positions
+            derived = self.engine.add_fixes(records[0].device, [r.values for r in records],
+                                            received_ms / 1000)
+            if derived:
+                self._derived_rows(records[0].device, derived, received_ms, batch)
         for record in records:
-            if record.frame_type == "position":
-                derived = self.engine.add_fix(record.device, record.values, received_ms / 1000)
-                self._derived_rows(record.device, derived, received_ms, batch)
-            elif record.frame_type == "event" and record.values["kind"] in ("check_in",
+            if record.frame_type == "event" and record.values["kind"] in ("check_in",
                                                                           "check_out"):
                 self._attendance(record, received_ms, batch)
         self.engine.flush(batch)

@@ -41,6 +41,11 @@ log = logging.getLogger("fieldtrack.gateway")
 REGISTRY_POLL_S = 2.0
 REJECT_LOG_S = 10.0
 SUMMARY_S = 5.0
+HOUSEKEEPING_S = 0.05  # timers, gauges and polls run at most this often, not per message
+
+_PRESENCE_PREFIX = topics.PREFIX + "/" + topics.PRESENCE + "/"
+_FRAMES_IN = metrics.FRAMES_IN
+_PIPELINE_LATENCY = metrics.STAGE_LATENCY.labels("pipeline")
 
 
 class Gateway:
@@ -201,14 +206,15 @@ class Gateway:
         self.received_in_loop += 1
         if not self.batch_started:
             self.batch_started = time.monotonic()
-        metrics.FRAMES_IN.inc()
+        _FRAMES_IN.inc()
         received = now_ms()
-        if msg.topic.startswith(topics.PREFIX + "/" + topics.PRESENCE + "/"):
+        topic = msg.topic
+        if topic.startswith(_PRESENCE_PREFIX):
             self._presence(msg)
         else:
             started = time.perf_counter()
-            outcome = self.pipeline.process(msg.topic, bytes(msg.payload), received, self.batch)
-            metrics.STAGE_LATENCY.labels("pipeline").observe(time.perf_counter() - started)
+            outcome = self.pipeline.process(topic, msg.payload, received, self.batch)
+            _PIPELINE_LATENCY.observe(time.perf_counter() - started)
             if outcome.reject is not None:
                 metrics.REJECTS.labels(outcome.reject.reason).inc()
                 self._log_reject(msg.topic, outcome.reject.reason, outcome.reject.detail)
@@ -315,16 +321,20 @@ class Gateway:
                             self.config.mqtt.host, self.config.mqtt.port, exc, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
+        housekeeping = 0.0
         while not self.stopping.is_set():
             self.received_in_loop = 0
             timeout = 0.005 if self.pending_acks else 0.1
             rc = self.client.loop(timeout)
             if self._commit_due(idle=self.received_in_loop == 0):
                 self._commit()
-            self._maybe_reload_registry()
-            self._tick()
-            self._update_gauges()
-            self._maybe_log_summary()
+            now = time.monotonic()
+            if now - housekeeping >= HOUSEKEEPING_S or rc != mqtt.MQTT_ERR_SUCCESS:
+                housekeeping = now
+                self._maybe_reload_registry()
+                self._tick()
+                self._update_gauges()
+                self._maybe_log_summary()
             if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():
                 self._reconnect(delay)
                 delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
