@@ -213,7 +213,7 @@ class Gateway:
             self._presence(msg)
         else:
             started = time.perf_counter()
-            outcome = self.pipeline.process(topic, msg.payload, received, self.batch)
+            outcome = self.pipeline.process(topic, bytes(msg.payload), received, self.batch)
             _PIPELINE_LATENCY.observe(time.perf_counter() - started)
             if outcome.reject is not None:
                 metrics.REJECTS.labels(outcome.reject.reason).inc()
