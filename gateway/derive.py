@@ -130,11 +130,13 @@ class EventEngine:
 
     def _judge(self, device: Device, st: dict[str, Any], fix: dict[str, Any]) -> list[Derived]:
         """All rules, on one fix, in fix-time order."""
-        events = fence_tracker.track(st["fences"], fix, device.group, self.index,
-                                     self.config.fences)
-        limit = self._speed_limit(st["fences"])
-        events.extend(motion.step(st["motion"], fix, limit, self.config.motion))
-        hours = self.config.working_hours.get(device.group)
+        fences = st["fences"]
+        events = fence_tracker.track(fences, fix, device.group, self.index, self.config.fences)
+        limit = self._speed_limit(fences) if fences["inside"] else None
+        moved = motion.step(st["motion"], fix, limit, self.config.motion)
+        if moved:
+            events.extend(moved)
+        hours = self.config.working_hours.get(device.group) if self.config.working_hours else None
         if hours is not None and fix["spd"] >= self.config.motion.moving_kmh \
                 and not hours.active(fix["t"]):
             last = st.get("ooh_t", 0)
