@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 SCHEMA_VERSION = 1
 MAX_REJECT_BYTES = 1024
 
@@ -251,8 +253,7 @@ class Store:
                 db.executemany(
                     "INSERT INTO derive_state (device, state) VALUES (?, ?) ON CONFLICT "
                     "(device) DO UPDATE SET state=excluded.state",
-                    [(device, json.dumps(state, separators=(",", ":")))
-                     for device, state in batch.derive_states.items()],
+                    [(device, _state_json(state)) for device, state in batch.derive_states.items()],
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -422,6 +423,11 @@ _UPSERT_STATE = (
     "boot=excluded.boot, seq=excluded.seq, t=excluded.t, lat=excluded.lat, lon=excluded.lon, "
     "spd=excluded.spd, received=excluded.received, online=excluded.online"
 )
+
+
+def _state_json(state: dict[str, Any]) -> str:
+    """A derive state as compact JSON (a C encoder: one is written per device per commit)."""
+    return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _state_row(s: DeviceState) -> tuple[Any, ...]:
