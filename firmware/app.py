@@ -2,6 +2,7 @@
 # commands back. It never imports machine or network: everything physical comes from
 # a board object (board_esp32 on the device, board_sim on the unix port for tests).
 
+import gc
 import json
 import os
 import sys
@@ -38,25 +39,16 @@ def _write_json(path, value):
 
 
 def check_config(cfg):
-    """Errors as 'field: reason'; an empty list means the config can be used."""
-    errors = []
-    dev = cfg.get("device_id")
+    """Errors as 'field: reason'; an empty list means the config can be used.
+
+    The checks run once, at boot: their code is loaded for the call and dropped after.
+    """
+    import config_check
+
     try:
-        topics.check_device_id(dev)
-    except ValueError:
-        errors.append("device_id: 1..32 of A-Z a-z 0-9 - _")
-    key = cfg.get("key", "")
-    if key:
-        try:
-            if len(bytes.fromhex(key)) < 16:
-                errors.append("key: at least 16 bytes of hex")
-        except ValueError:
-            errors.append("key: hex digits")
-    m = cfg.get("mqtt")
-    if not isinstance(m, dict) or not isinstance(m.get("host"), str):
-        errors.append("mqtt.host: the broker's host name")
-    errors.extend(policy.check(cfg.get("reporting", policy.DEFAULTS)))
-    return errors
+        return config_check.errors(cfg)
+    finally:
+        sys.modules.pop("config_check", None)
 
 
 class Tracker:
@@ -77,6 +69,7 @@ class Tracker:
         self.ring = ringbuf.RingBuffer(data_dir + "/ring", buf.get("block_records", 32),
                                        buf.get("max_segments", 256))
         self.parser = nmea.Parser(on_fix=self.on_fix)
+        self.gnss_buf = bytearray(512)  # one UART read, reused
         m = cfg["mqtt"]
         self.mqtt = MQTTClient(self.device, m["host"], m.get("port", 1883),
                                user=m.get("user", self.device), password=m.get("password"),
@@ -97,6 +90,10 @@ class Tracker:
         self.report_next = False  # the next fix is reported whatever the policy says
         self.next_check = 0
         self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
+        # Collect early and often: survivors then pack low in the heap instead of being
+        # scattered between garbage, which is what fails a small heap (fragmentation).
+        gc.collect()
+        gc.threshold(max(2048, gc.mem_free() // 4))
 
     # --- records ---------------------------------------------------------------
 
@@ -259,9 +256,9 @@ class Tracker:
     def step(self):
         """One turn: read the GNSS, keep the link, send, watch the time."""
         self.board.feed_watchdog()
-        data = self.board.gnss_read()
-        if data:
-            self.parser.feed(data)
+        n = self.board.gnss_readinto(self.gnss_buf)
+        if n:
+            self.parser.feed(memoryview(self.gnss_buf)[:n])
         now = self.board.uptime_s()
         if not self.mqtt.connected():
             if now >= self.retry_at:
