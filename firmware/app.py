@@ -15,6 +15,8 @@ from protocol import cbor, fixes, frames, topics
 
 FW_VERSION = "0.1.0"
 MAX_BATCH = 60
+FIX_BYTES = 256  # heap to batch one fix: its row, its deltas, its bytes
+RESERVE_BYTES = 6144  # what a batch leaves free: a flash segment being read, signing
 FIX, FRAME = 0, 1
 BUF = 8  # the fix flag of a fix sent late (frames.FLAG_BITS)
 
@@ -51,8 +53,16 @@ def check_config(cfg):
         sys.modules.pop("config_check", None)
 
 
+def _collect_often():
+    """Collect early and often: survivors then pack low in the heap instead of being
+    scattered between garbage, which is what fails a small heap (fragmentation)."""
+    gc.collect()
+    gc.threshold(max(2048, gc.mem_free() // 4))
+
+
 class Tracker:
     def __init__(self, board, cfg, data_dir):
+        _collect_often()  # loading the full buffer from flash churns too
         self.board = board
         self.cfg = cfg
         self.dir = data_dir
@@ -90,10 +100,7 @@ class Tracker:
         self.report_next = False  # the next fix is reported whatever the policy says
         self.next_check = 0
         self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
-        # Collect early and often: survivors then pack low in the heap instead of being
-        # scattered between garbage, which is what fails a small heap (fragmentation).
-        gc.collect()
-        gc.threshold(max(2048, gc.mem_free() // 4))
+        _collect_often()
 
     # --- records ---------------------------------------------------------------
 
@@ -180,6 +187,8 @@ class Tracker:
         boot = seq = 0
         payload = None
         now = self.board.time()
+        # Smaller batches when the heap is short: each fix costs about FIX_BYTES to batch.
+        limit = max(1, min(MAX_BATCH, (gc.mem_free() - RESERVE_BYTES) // FIX_BYTES))
         for b, s, r in self.ring.records():  # one flash segment in RAM at a time
             item = cbor.loads(r, 4096, 4, False, ())
             if not rows:
@@ -192,7 +201,7 @@ class Tracker:
             del item[0]  # the fix row: FIX_FIELDS, then flags
             item[-1] = item[-1] | BUF if now - item[0] > 120 else item[-1] & ~BUF
             rows.append(item)
-            if len(rows) >= MAX_BATCH:
+            if len(rows) >= limit:
                 break
         if payload is None:
             if not rows:

@@ -94,16 +94,19 @@ class RingBuffer:
 
     def _read(self, name):
         """The [boot, seq, record] items of a segment file; None when it is corrupt."""
+        path = self._path(name)
         try:
-            with open(self._path(name), "rb") as f:
-                data = f.read()
+            size = os.stat(path)[6] - 4
+            with open(path, "rb") as f:
+                body = f.read(size) if size > 0 else b""  # one allocation, decoded in place
+                crc = f.read(4)
         except OSError:
             return None
-        if len(data) < 4 or binascii.crc32(memoryview(data)[:-4]) & 0xFFFFFFFF \
-                != int.from_bytes(data[-4:], "big"):
+        if size <= 0 or len(body) != size or binascii.crc32(body) & 0xFFFFFFFF \
+                != int.from_bytes(crc, "big"):
             return None
         try:
-            return loads(data[:-4], 1 << 20, 4, False, ())
+            return loads(body, 1 << 20, 4, False, ())
         except ValueError:
             return None
 
