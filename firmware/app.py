@@ -2,18 +2,23 @@
 # commands back. It never imports machine or network: everything physical comes from
 # a board object (board_esp32 on the device, board_sim on the unix port for tests).
 
+import gc
 import json
 import os
+import sys
 
 import nmea
 import policy
 import ringbuf
 from mqtt import MQTTClient, MQTTError
-from protocol import cbor, cose, fixes, frames, topics
+from protocol import cbor, fixes, frames, topics
 
 FW_VERSION = "0.1.0"
 MAX_BATCH = 60
+FIX_BYTES = 256  # heap to batch one fix: its row, its deltas, its bytes
+RESERVE_BYTES = 6144  # what a batch leaves free: a flash segment being read, signing
 FIX, FRAME = 0, 1
+BUF = 8  # the fix flag of a fix sent late (frames.FLAG_BITS)
 
 
 def _read_json(path, default):
@@ -36,29 +41,28 @@ def _write_json(path, value):
 
 
 def check_config(cfg):
-    """Errors as 'field: reason'; an empty list means the config can be used."""
-    errors = []
-    dev = cfg.get("device_id")
+    """Errors as 'field: reason'; an empty list means the config can be used.
+
+    The checks run once, at boot: their code is loaded for the call and dropped after.
+    """
+    import config_check
+
     try:
-        topics.check_device_id(dev)
-    except ValueError:
-        errors.append("device_id: 1..32 of A-Z a-z 0-9 - _")
-    key = cfg.get("key", "")
-    if key:
-        try:
-            if len(bytes.fromhex(key)) < 16:
-                errors.append("key: at least 16 bytes of hex")
-        except ValueError:
-            errors.append("key: hex digits")
-    m = cfg.get("mqtt")
-    if not isinstance(m, dict) or not isinstance(m.get("host"), str):
-        errors.append("mqtt.host: the broker's host name")
-    errors.extend(policy.check(cfg.get("reporting", policy.DEFAULTS)))
-    return errors
+        return config_check.errors(cfg)
+    finally:
+        sys.modules.pop("config_check", None)
+
+
+def _collect_often():
+    """Collect early and often: survivors then pack low in the heap instead of being
+    scattered between garbage, which is what fails a small heap (fragmentation)."""
+    gc.collect()
+    gc.threshold(max(2048, gc.mem_free() // 4))
 
 
 class Tracker:
     def __init__(self, board, cfg, data_dir):
+        _collect_often()  # loading the full buffer from flash churns too
         self.board = board
         self.cfg = cfg
         self.dir = data_dir
@@ -75,6 +79,7 @@ class Tracker:
         self.ring = ringbuf.RingBuffer(data_dir + "/ring", buf.get("block_records", 32),
                                        buf.get("max_segments", 256))
         self.parser = nmea.Parser(on_fix=self.on_fix)
+        self.gnss_buf = bytearray(512)  # one UART read, reused
         m = cfg["mqtt"]
         self.mqtt = MQTTClient(self.device, m["host"], m.get("port", 1883),
                                user=m.get("user", self.device), password=m.get("password"),
@@ -95,6 +100,7 @@ class Tracker:
         self.report_next = False  # the next fix is reported whatever the policy says
         self.next_check = 0
         self.record_event("boot", None, {"reason": board.reset_cause(), "fw": FW_VERSION})
+        _collect_often()
 
     # --- records ---------------------------------------------------------------
 
@@ -102,7 +108,7 @@ class Tracker:
         if self.seq > 0xFFFF:  # keep frames small: a new epoch, as after a boot
             self.boot += 1
             self.state["boot"] = self.boot
-            _write_json(self.dir + "/state.json", self.state)
+            self.save_state()
             self.seq = 0
         seq = self.seq
         self.seq += 1
@@ -167,31 +173,42 @@ class Tracker:
         return True
 
     def _sign(self, payload):
-        return cose.sign(payload, self.key, self.device) if self.key else payload
+        if not self.key:
+            return payload
+        from protocol import cose  # only a device with a key signs
+
+        return cose.sign(payload, self.key, self.device)
 
     def send_next(self):
         """Publish the oldest unsent records: one batch or one frame, one at a time."""
         if self.in_flight is not None or not self.mqtt.connected():
             return
-        records = self.ring.peek(MAX_BATCH)
-        if not records:
-            return
-        boot, seq, raw = records[0]
-        first = cbor.loads(raw, 4096, 4, False, ())
-        if first[0] == FRAME:
-            payload, last = first[1], seq
-        else:
-            batch: list = []
-            last = seq
-            for b, s, r in records:
-                item = cbor.loads(r, 4096, 4, False, ())
-                if b != boot or s != seq + len(batch) or item[0] != FIX:
+        rows: list = []
+        boot = seq = 0
+        payload = None
+        now = self.board.time()
+        # Smaller batches when the heap is short: each fix costs about FIX_BYTES to batch.
+        limit = max(1, min(MAX_BATCH, (gc.mem_free() - RESERVE_BYTES) // FIX_BYTES))
+        for b, s, r in self.ring.records():  # one flash segment in RAM at a time
+            item = cbor.loads(r, 4096, 4, False, ())
+            if not rows:
+                boot, seq = b, s
+                if item[0] == FRAME:
+                    payload = item[1]
                     break
-                fix = fixes.fix_from_items(item[1:], 0)
-                fix["buf"] = self.board.time() - fix["t"] > 120
-                batch.append(fix)
-                last = s
-            payload = frames.encode({"type": "batch", "boot": boot, "seq": seq, "fixes": batch})
+            elif b != boot or s != seq + len(rows) or item[0] != FIX:
+                break
+            del item[0]  # the fix row: FIX_FIELDS, then flags
+            item[-1] = item[-1] | BUF if now - item[0] > 120 else item[-1] & ~BUF
+            rows.append(item)
+            if len(rows) >= limit:
+                break
+        if payload is None:
+            if not rows:
+                return
+            payload = frames.encode_batch(boot, seq, rows)
+        last = seq + len(rows) - 1 if rows else seq
+        rows = []
         pid = self.mqtt.publish(topics.uplink(self.device), self._sign(payload), qos=1)
         self.in_flight = (pid, boot, last)
 
@@ -205,62 +222,18 @@ class Tracker:
     # --- commands --------------------------------------------------------------------
 
     def on_message(self, topic, payload):
+        import commands  # loaded for the command, dropped after it (see commands.py)
+
         try:
-            mac, inner = cose.unwrap(payload, frames.MAX_FRAME_BYTES)
-            if self.key is not None and (mac is None or mac.kid != self.device
-                                         or not mac.verify(self.key)):
-                return  # not from our gateway: ignore, never act on it
-            cmd = frames.decode(inner)
-        except ValueError:
-            return
-        if cmd["type"] != "command":
-            return
-        cid = cmd["cid"]
-        if cid <= self.state.get("cid", 0):
-            return  # a replay or a duplicate delivery: already handled
-        self.state["cid"] = cid
+            commands.handle(self, payload)
+        finally:
+            sys.modules.pop("commands", None)
+
+    def save_state(self):
         _write_json(self.dir + "/state.json", self.state)
-        if cmd["exp"] and self.board.time() > cmd["exp"]:
-            return self.ack(cid, "expired")
-        kind = cmd["kind"]
-        if kind == "set_config":
-            self.set_config(cid, cmd["args"]["config"])
-        elif kind == "locate":
-            self.report_next = True  # the next fix goes out whatever the policy says
-            self.ack(cid, "ok")
-        elif kind == "status":
-            self.record_status()
-            self.ack(cid, "ok")
-        elif kind == "reboot":
-            self.ack(cid, "ok")
-            self.ring.flush()
-            self.board.reset()
-        else:
-            self.ack(cid, "unsupported", "%s is not supported by this firmware" % kind)
 
-    def set_config(self, cid, changes):
-        reporting = json.loads(json.dumps(self.cfg.get("reporting", policy.DEFAULTS)))
-        for name, value in changes.items():
-            parts = name.split(".")
-            if len(parts) == 2 and parts[0] in ("moving", "stopped"):
-                reporting[parts[0]][parts[1]] = value
-            elif name == "moving_kmh":
-                reporting[name] = value
-            else:
-                return self.ack(cid, "rejected", "%s: not a setting this firmware has" % name)
-        errors = policy.check(reporting)
-        if errors:
-            return self.ack(cid, "rejected", "; ".join(errors))
-        self.cfg["reporting"] = reporting
-        self.policy.config = reporting
+    def save_config(self):
         _write_json(self.dir + "/config.json", self.cfg)
-        self.ack(cid, "ok")
-
-    def ack(self, cid, result, reason=""):
-        frame = {"type": "command_ack", "t": self.board.time(), "cid": cid, "result": result}
-        if reason and result != "ok":
-            frame["reason"] = reason[:200]
-        self.record_frame(frame)
 
     def check_inputs(self):
         """Edges on the SOS input and the external supply: events, reported at once."""
@@ -292,9 +265,9 @@ class Tracker:
     def step(self):
         """One turn: read the GNSS, keep the link, send, watch the time."""
         self.board.feed_watchdog()
-        data = self.board.gnss_read()
-        if data:
-            self.parser.feed(data)
+        n = self.board.gnss_readinto(self.gnss_buf)
+        if n:
+            self.parser.feed(memoryview(self.gnss_buf)[:n])
         now = self.board.uptime_s()
         if not self.mqtt.connected():
             if now >= self.retry_at:

@@ -39,10 +39,12 @@ class Esp32Board:
         adc.atten(machine.ADC.ATTN_11DB)
         return adc
 
-    def gnss_read(self):
-        if self.uart.any():
-            return self.uart.read(512)
-        return b""
+    def gnss_readinto(self, buf):
+        """Bytes waiting on the GNSS UART into ``buf`` (reused: no allocation per read)."""
+        n = self.uart.any()
+        if not n:
+            return 0
+        return self.uart.readinto(buf, min(n, len(buf))) or 0
 
     def ignition(self):
         if self.ign is None:

@@ -17,12 +17,12 @@ class SimBoard:
         self.ignition_schedule = ignition  # [[unix_t, on], ...] or None
         self.eof = False
 
-    def gnss_read(self):
-        data = self.gnss.read(self.chunk)
-        if not data:
+    def gnss_readinto(self, buf):
+        n = self.gnss.readinto(memoryview(buf)[:self.chunk])
+        if not n:
             self.eof = True
-            return b""
-        return data
+            return 0
+        return n
 
     def ignition(self):
         if self.ignition_schedule is None:

@@ -1,6 +1,7 @@
 # Boot entry on the ESP32: load config.json, then run the tracker. Three crashes in a
 # row within a few minutes of boot put the device in safe mode: no tracker, just the
 # REPL over USB, so a technician can reflash or fix the config.
+import gc
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ def main():
         print("fieldtrack: safe mode after %d crashes; delete %s to leave it" % (crashes, SAFE_FILE))
         return
     _set_crashes(crashes + 1)
+    gc.threshold(4096)  # collect while the code loads: it then packs without holes
     from app import Tracker, check_config
     from board_esp32 import Esp32Board
 

@@ -3,12 +3,14 @@
 # With SECONDS, it stops after that long once the NMEA file is exhausted and the buffer
 # is empty (or the time is up), printing a JSON summary line.
 import gc
-import json
-import sys
-import time
 
-from app import Tracker, check_config
-from board_sim import SimBoard
+gc.threshold(4096)  # collect while the code loads: it then packs without holes
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from app import Tracker, check_config  # noqa: E402
+from board_sim import SimBoard  # noqa: E402
 
 
 def main():

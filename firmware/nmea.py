@@ -161,20 +161,21 @@ class Parser:
         self.last_day = None
 
     def feed(self, data):
+        buf = self.buf  # one line buffer, emptied in place: no allocation per sentence
         for b in data:
             if b == 0x24:  # '$' always starts a new sentence: resync on garbage
-                self.buf = bytearray(b"$")
+                buf[:] = b"$"
             elif b == 0x0A:
-                if self.buf:
-                    self.line(bytes(self.buf).rstrip(b"\r"))
-                self.buf = bytearray()
-            elif self.buf:
+                if buf:
+                    self.line(bytes(buf).rstrip(b"\r"))
+                buf[:] = b""
+            elif buf:
                 if 32 <= b < 127 or b == 0x0D:
-                    self.buf.append(b)
-                    if len(self.buf) > MAX_LINE:
-                        self.buf = bytearray()
+                    buf.append(b)
+                    if len(buf) > MAX_LINE:
+                        buf[:] = b""
                 else:  # binary protocol bytes inside a line: not NMEA
-                    self.buf = bytearray()
+                    buf[:] = b""
 
     def line(self, line):
         if not checksum_ok(line):

@@ -7,15 +7,16 @@
 # Distances use an equirectangular approximation in integer arithmetic: exact to
 # well under 1 % over the few hundred metres the thresholds care about.
 
-DEFAULTS = {
-    "moving": {"min_period_s": 10, "max_period_s": 60, "min_distance_m": 50,
-               "min_angle_deg": 15, "min_speed_delta_kmh": 10},
-    "stopped": {"min_period_s": 60, "max_period_s": 900, "min_distance_m": 100,
-                "min_angle_deg": 0, "min_speed_delta_kmh": 0},
-    "moving_kmh": 5,
-}
+# Each setting name is spelled once: on MicroPython every long string literal is an
+# object of its own on the heap.
 _KEYS = ("min_period_s", "max_period_s", "min_distance_m", "min_angle_deg",
          "min_speed_delta_kmh")
+MIN_PERIOD, MAX_PERIOD, MIN_DISTANCE, MIN_ANGLE, MIN_SPEED_DELTA = _KEYS
+DEFAULTS = {
+    "moving": dict(zip(_KEYS, (10, 60, 50, 15, 10))),
+    "stopped": dict(zip(_KEYS, (60, 900, 100, 0, 0))),
+    "moving_kmh": 5,
+}
 # round(4096 * cos(d)) for d = 0..90 degrees: the device needs no float maths.
 COS_4096 = (4096, 4095, 4094, 4090, 4086, 4080, 4074, 4065, 4056, 4046, 4034, 4021, 4006,
     3991, 3974, 3956, 3937, 3917, 3896, 3873, 3849, 3824, 3798, 3770, 3742, 3712, 3681,
@@ -66,9 +67,9 @@ def check(config):
             v = p.get(key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 86400:
                 errors.append("%s.%s: a whole number 0..86400" % (profile, key))
-        if not errors and p["min_period_s"] < 1:
+        if not errors and p[MIN_PERIOD] < 1:
             errors.append("%s.min_period_s: at least 1" % profile)
-        if not errors and p["max_period_s"] < p["min_period_s"]:
+        if not errors and p[MAX_PERIOD] < p[MIN_PERIOD]:
             errors.append("%s.max_period_s: not below min_period_s" % profile)
     mk = config.get("moving_kmh")
     if not isinstance(mk, int) or isinstance(mk, bool) or not 0 <= mk <= 100:
@@ -99,17 +100,17 @@ class Policy:
         dt = fix["t"] - last[0]
         if dt < 0:
             return False
-        if dt >= p["max_period_s"]:
+        if dt >= p[MAX_PERIOD]:
             return True
-        if dt < p["min_period_s"]:
+        if dt < p[MIN_PERIOD]:
             return False
-        if p["min_distance_m"] and distance_m(last[1], last[2], fix["lat"], fix["lon"]) \
-                >= p["min_distance_m"]:
+        if p[MIN_DISTANCE] and distance_m(last[1], last[2], fix["lat"], fix["lon"]) \
+                >= p[MIN_DISTANCE]:
             return True
-        if p["min_angle_deg"] and fix["spd"] >= self.config["moving_kmh"] \
-                and angle_delta(fix["hdg"], last[4]) >= p["min_angle_deg"]:
+        if p[MIN_ANGLE] and fix["spd"] >= self.config["moving_kmh"] \
+                and angle_delta(fix["hdg"], last[4]) >= p[MIN_ANGLE]:
             return True
-        if p["min_speed_delta_kmh"] and abs(fix["spd"] - last[3]) >= p["min_speed_delta_kmh"]:
+        if p[MIN_SPEED_DELTA] and abs(fix["spd"] - last[3]) >= p[MIN_SPEED_DELTA]:
             return True
         return False
 

@@ -9,21 +9,28 @@
 # (also written by rename). The buffer is bounded: past ``max_segments`` the oldest
 # segment is dropped and its records counted. Records still in RAM are lost on a
 # power cut; ``flush()`` (on low supply voltage, before sleep, on a timer) limits that.
+#
+# Memory: the RAM block is kept as the segment's own bytes (the CBOR of each [boot, seq,
+# record] back to back in one bytearray, allocated once and reused), so a flush writes
+# it as it is; reading goes one segment at a time (``records()``), never the whole
+# buffer.
 
 import binascii
 import os
 
-from protocol.cbor import dumps, loads
+from protocol.cbor import dumps, head, loads
 
 SUFFIX = ".seg"
 TMP = ".tmp"
 STATE = "ring.state"
+RECORD_BYTES = 48  # a fix with its key; the block grows for longer records
 
 
-def _write_atomic(path, data):
+def _write_atomic(path, *parts):
     tmp = path + TMP
     with open(tmp, "wb") as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)
     try:
         os.remove(path)
     except OSError:
@@ -40,8 +47,11 @@ class RingBuffer:
         self.dir = directory
         self.block_records = block_records
         self.max_segments = max_segments
-        self.ram = []  # [(key, boot, seq, record bytes)]
-        self.segments = []  # [(first key, last key, file name)] oldest first
+        self.block = bytearray(block_records * RECORD_BYTES)  # the RAM block, reused
+        self.used = 0  # how much of it holds records: CBOR of [boot, seq, record] each
+        self.keys = []  # the key of each record in the block
+        self.ends = []  # where each record's CBOR ends in the block
+        self.segments = []  # [(first key, last key, file name, records)] oldest first
         self.acked = -1  # highest key the broker acknowledged
         self.dropped = 0
         self.corrupt = 0
@@ -71,50 +81,59 @@ class RingBuffer:
                 names.append(name)
         names.sort()
         for name in names:
-            records = self._read(name)
-            if records is None:
+            items = self._read(name)
+            if items is None:
                 self.corrupt += 1
                 os.remove(self._path(name))
-            elif not records or records[-1][0] <= self.acked:
+                continue
+            last = _key(items[-1][0], items[-1][1]) if items else -1
+            if last <= self.acked:
                 os.remove(self._path(name))
             else:
-                self.segments.append((records[0][0], records[-1][0], name))
+                self.segments.append((_key(items[0][0], items[0][1]), last, name, len(items)))
 
     def _read(self, name):
+        """The [boot, seq, record] items of a segment file; None when it is corrupt."""
+        path = self._path(name)
         try:
-            with open(self._path(name), "rb") as f:
-                data = f.read()
+            size = os.stat(path)[6] - 4
+            with open(path, "rb") as f:
+                body = f.read(size) if size > 0 else b""  # one allocation, decoded in place
+                crc = f.read(4)
         except OSError:
             return None
-        if len(data) < 4 or binascii.crc32(data[:-4]) & 0xFFFFFFFF != int.from_bytes(
-                data[-4:], "big"):
+        if size <= 0 or len(body) != size or binascii.crc32(body) & 0xFFFFFFFF \
+                != int.from_bytes(crc, "big"):
             return None
         try:
-            items = loads(data[:-4], 1 << 20, 4, False, ())
+            return loads(body, 1 << 20, 4, False, ())
         except ValueError:
             return None
-        return [(_key(b, s), b, s, r) for b, s, r in items]
 
     def _save_state(self):
         _write_atomic(self._path(STATE), dumps([self.acked, self.dropped, self.corrupt]))
 
     def flush(self):
         """Write the RAM block (if any) to flash as one segment."""
-        pending = [r for r in self.ram if r[0] > self.acked]
-        self.ram = []
-        if not pending:
+        n = len(self.keys)
+        if not n:
             return
-        body = dumps([[b, s, r] for _, b, s, r in pending])
-        crc = (binascii.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
-        name = "%010d-%010d%s" % (pending[0][1], pending[0][2], SUFFIX)
-        _write_atomic(self._path(name), body + crc)
-        self.segments.append((pending[0][0], pending[-1][0], name))
+        first, last = self.keys[0], self.keys[-1]
+        top = bytearray()
+        head(top, 4, n)
+        body = memoryview(self.block)[:self.used]
+        crc = binascii.crc32(body, binascii.crc32(top)) & 0xFFFFFFFF
+        name = "%010d-%010d%s" % (first >> 32, first & 0xFFFFFFFF, SUFFIX)
+        _write_atomic(self._path(name), top, body, crc.to_bytes(4, "big"))
+        self.used = 0
+        self.keys = []
+        self.ends = []
+        self.segments.append((first, last, name, n))
         while len(self.segments) > self.max_segments:
-            first, last, old = self.segments.pop(0)
-            records = self._read(old)
-            self.dropped += len(records) if records else 0
+            old = self.segments.pop(0)
+            self.dropped += old[3]
             try:
-                os.remove(self._path(old))
+                os.remove(self._path(old[2]))
             except OSError:
                 pass
             self._save_state()
@@ -122,22 +141,40 @@ class RingBuffer:
     # --- use ------------------------------------------------------------------
 
     def append(self, boot, seq, record):
-        self.ram.append((_key(boot, seq), boot, seq, bytes(record)))
-        if len(self.ram) >= self.block_records:
+        entry = dumps([boot, seq, record])
+        end = self.used + len(entry)
+        if end > len(self.block):
+            self.block.extend(bytes(end - len(self.block)))
+        self.block[self.used:end] = entry
+        self.used = end
+        self.keys.append(_key(boot, seq))
+        self.ends.append(end)
+        if len(self.keys) >= self.block_records:
             self.flush()
+
+    def records(self):
+        """Unacknowledged records oldest first, as (boot, seq, bytes), read lazily."""
+        for seg in self.segments:
+            if seg[1] <= self.acked:
+                continue
+            for b, s, r in self._read(seg[2]) or ():
+                if _key(b, s) > self.acked:
+                    yield b, s, r
+        start = 0
+        for i in range(len(self.keys)):
+            end = self.ends[i]
+            if self.keys[i] > self.acked:
+                yield loads(bytes(memoryview(self.block)[start:end]), 1 << 16, 4, False, ())
+            start = end
 
     def peek(self, n):
         """Up to ``n`` unacknowledged records, oldest first: [(boot, seq, bytes)]."""
         out: list = []
-        for first, last, name in self.segments:
-            if len(out) >= n:
-                break
-            for key, b, s, r in self._read(name) or ():
-                if key > self.acked and len(out) < n:
-                    out.append((b, s, r))
-        for key, b, s, r in self.ram:
-            if key > self.acked and len(out) < n:
-                out.append((b, s, r))
+        if n > 0:
+            for rec in self.records():
+                out.append(tuple(rec))
+                if len(out) >= n:
+                    break
         return out
 
     def ack(self, boot, seq):
@@ -146,24 +183,35 @@ class RingBuffer:
         if key <= self.acked:
             return
         self.acked = key
-        self.ram = [r for r in self.ram if r[0] > key]
+        done = 0
+        while done < len(self.keys) and self.keys[done] <= key:
+            done += 1
+        if done:
+            cut = self.ends[done - 1]
+            self.block[0:self.used - cut] = self.block[cut:self.used]
+            self.used -= cut
+            self.keys = self.keys[done:]
+            self.ends = [e - cut for e in self.ends[done:]]
         keep = []
-        for first, last, name in self.segments:
-            if last <= key:
+        for seg in self.segments:
+            if seg[1] <= key:
                 try:
-                    os.remove(self._path(name))
+                    os.remove(self._path(seg[2]))
                 except OSError:
                     pass
             else:
-                keep.append((first, last, name))
+                keep.append(seg)
         self.segments = keep
         if keep:  # only the watermark inside a partly sent segment needs saving
             self._save_state()
 
     def depth(self):
-        """How many records wait to be sent (an upper bound for partly sent segments)."""
-        n = sum(1 for r in self.ram if r[0] > self.acked)
-        for first, last, name in self.segments:
-            records = self._read(name) or ()
-            n += sum(1 for r in records if r[0] > self.acked)
+        """How many records wait to be sent. Only the oldest segment can be partly sent,
+        so it is the only one read."""
+        n = len(self.keys)
+        for i, seg in enumerate(self.segments):
+            if i == 0 and seg[0] <= self.acked:
+                n += sum(1 for b, s, _ in self._read(seg[2]) or () if _key(b, s) > self.acked)
+            else:
+                n += seg[3]
         return n

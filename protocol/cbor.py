@@ -322,7 +322,7 @@ class _Decoder:
 
 
 def loads(
-    data: bytes,
+    data: "bytes | bytearray | memoryview",
     max_size: int = 16384,
     max_depth: int = 16,
     allow_indefinite: bool = False,

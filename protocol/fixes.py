@@ -73,8 +73,23 @@ def _column(values: list[Any]) -> "Any":
     return first
 
 
-def batch_columns(fixes: list[Any], res: int) -> list[Any]:
-    rows = [fix_items(f) for f in fixes]
+def check_row(row: "Any") -> list[Any]:
+    """Check a fix row (the items of ``fix_items``: FIX_FIELDS, then flags); return it.
+
+    Rows let a device batch what it stored without building a dict per fix.
+    """
+    if not isinstance(row, list) or len(row) != len(FIX_FIELDS) + 1:
+        raise bad("fixes", "a fix row holds %d integers" % (len(FIX_FIELDS) + 1))
+    i = 0
+    for name, lo, hi in FIX_FIELDS:
+        check_int(row[i], name, lo, hi)
+        i += 1
+    check_int(row[i], "flags", 0, 0xFFFF)
+    return row
+
+
+def batch_columns(rows: list[Any], res: int) -> list[Any]:
+    """The delta columns of a batch from its checked fix rows (``fix_items`` order)."""
     cols: list[Any] = [[] for _ in BATCH_COLUMNS]
     # Coordinates are coded against the previous *decoded* coordinate, so rounding to
     # ``res`` never accumulates: every decoded fix is within res/2 of the true one.
