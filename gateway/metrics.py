@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 FRAMES_IN = Counter("fieldtrack_frames_in", "MQTT messages received on device topics")
 POSITIONS_STORED = Counter("fieldtrack_positions_stored", "Positions newly committed")
@@ -17,12 +19,51 @@ ACKS_PENDING = Gauge("fieldtrack_acks_pending", "Messages received, not yet comm
 MQTT_CONNECTED = Gauge("fieldtrack_mqtt_connected", "1 while connected to the broker")
 SINK_BACKLOG = Gauge("fieldtrack_sink_backlog", "Rows stored but not yet delivered", ["sink"])
 SINK_LAG = Gauge("fieldtrack_sink_lag_seconds", "Age of the oldest undelivered row", ["sink"])
-STAGE_LATENCY = Histogram(
-    "fieldtrack_stage_seconds",
-    "Time spent per message (pipeline) or per batch (commit)",
-    ["stage"],
-    buckets=(0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
-)
+STAGE_BUCKETS = (0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the first bucket whose upper bound holds ``seconds``."""
+    return bisect.bisect_left(STAGE_BUCKETS, seconds)
+
+
+class StageTimes:
+    """``fieldtrack_stage_seconds``: time per message (pipeline) or per commit (commit).
+
+    The times are measured in the pipeline process, counted there into buckets and
+    added here from its reports, so that the MQTT process serves them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def add(self, stage: str, counts: Sequence[int], total_s: float) -> None:
+        with self.lock:
+            mine = self.counts.setdefault(stage, [0] * (len(STAGE_BUCKETS) + 1))
+            for i, n in enumerate(counts):
+                mine[i] += n
+            self.sums[stage] = self.sums.get(stage, 0.0) + total_s
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "fieldtrack_stage_seconds",
+            "Time spent per message (pipeline) or per commit (commit)",
+            labels=["stage"],
+        )
+        with self.lock:
+            for stage, counts in sorted(self.counts.items()):
+                running, buckets = 0, []
+                for bound, n in zip((*STAGE_BUCKETS, float("inf")), counts, strict=True):
+                    running += n
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+                family.add_metric([stage], buckets, self.sums[stage])
+        yield family
+
+
+STAGE_TIMES = StageTimes()
+REGISTRY.register(STAGE_TIMES)
 
 
 def serve(host: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:

@@ -1,21 +1,23 @@
-"""The gateway process: MQTT in, pipeline, commit, then acknowledge; sinks behind.
+"""The gateway: the MQTT side, with the pipeline in a process of its own beside it.
 
-One thread owns the MQTT client, the pipeline and the store connection: messages
-are processed inside paho's ``on_message`` (no hand-off between threads, which
-would halve throughput) and their effects are buffered in a ``Batch``. The batch
-is committed when it is full, when it is older than ``commit_interval_ms`` or when
-the socket goes quiet; only then are the PUBACKs sent. A kill at any instant
-therefore loses nothing: uncommitted messages were never acknowledged and the
-broker's persistent session redelivers them.
+This process owns the MQTT client: it reads messages, numbers them in the order the
+broker delivered them and hands them in chunks to the pipeline process
+(``worker.py``), which validates, derives events and commits. Each commit comes back
+as a report naming how many messages it covers; only then are their PUBACKs sent.
+A kill of either process at any instant therefore loses nothing: uncommitted
+messages were never acknowledged and the broker's persistent session redelivers
+them; the store ignores the copies of what was committed. Two processes because
+paho's reading and the pipeline each fill a core of their own at full rate.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import multiprocessing
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,26 +28,22 @@ from paho.mqtt.properties import Properties
 
 from fieldtrack.protocol import topics
 
-from . import metrics
+from . import metrics, worker
 from .config import GatewayConfig
-from .derive import DeriveConfig, EventEngine
-from .feed_sink import dead_letter_message
-from .geofence import FenceError, FenceIndex
-from .geofence import load as load_fences
+from .geofence import FenceError
 from .outbox import Outbox
-from .pipeline import Pipeline, PipelineConfig
-from .store import Batch, Store, now_ms
+from .store import StoreError, now_ms
 
 log = logging.getLogger("fieldtrack.gateway")
 
-REGISTRY_POLL_S = 2.0
-REJECT_LOG_S = 10.0
-SUMMARY_S = 5.0
-HOUSEKEEPING_S = 0.05  # timers, gauges and polls run at most this often, not per message
+HOUSEKEEPING_S = 0.05  # gauges and checks run at most this often, not per message
+CHUNK_MAX = 256  # messages handed over at once under load
+CHUNK_AGE_S = 0.002
+START_TIMEOUT_S = 60.0
 
-_PRESENCE_PREFIX = topics.PREFIX + "/" + topics.PRESENCE + "/"
-_FRAMES_IN = metrics.FRAMES_IN
-_PIPELINE_LATENCY = metrics.STAGE_LATENCY.labels("pipeline")
+
+class PipelineError(Exception):
+    """The pipeline process failed to start or died; the message says which."""
 
 
 class Gateway:
@@ -57,90 +55,54 @@ class Gateway:
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
-        self.store = Store(config.store.path)
-        self.fences_mtime = 0.0
-        self.engine = self._engine() if config.events.enabled else None
-        self.pipeline = Pipeline(
-            PipelineConfig(filters=config.filters, max_boot_lag=config.pipeline.max_boot_lag,
-                           attendance=config.attendance),
-            self.store.devices(),
-            self.store.states(),
-            self.engine,
-        )
-        self.ticked = time.monotonic()
-        self.pruned = 0.0
+        self.on_commit = on_commit
         self.reload_requested = threading.Event()
-        self.registry_version = self.store.registry_version()
-        self.registry_checked = time.monotonic()
-        self.batch = Batch()
-        self.pending_acks: list[tuple[int, int]] = []
-        self.batch_started = 0.0
-        self.received_in_loop = 0
         self.stopping = threading.Event()
         self.connected = False
-        self.on_commit = on_commit
-        self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
-        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0}
-        self.window_started = time.monotonic()
+        self.epoch = 0  # message ids belong to one connection
+        self.sent = 0  # messages handed to the pipeline process
+        self.chunk: list[tuple[str, bytes, int]] = []
+        self.chunk_started = 0.0
+        self.unacked: deque[tuple[int, int, int, int]] = deque()  # (number, mid, qos, epoch)
+        self.committed = 0
+        self.pipeline_ended = False
         self.outboxes = [
             Outbox(config.store.path, sink, batch_size=getattr(sink, "batch_size", 5000),
                    retry_min_s=getattr(sink, "retry_min_s", 1.0),
                    retry_max_s=getattr(sink, "retry_max_s", 60.0))
             for sink in sinks
         ]
+        self.process, self.to_pipeline, self.from_pipeline = self._start_pipeline()
         self.client = self._client()
 
-    # --- derived events -----------------------------------------------------
-
-    def _fence_index(self) -> FenceIndex:
-        path = self.config.events.fences_file
-        if not path:
-            return FenceIndex([])
-        index = load_fences(path)
-        self.fences_mtime = os.path.getmtime(path)
-        log.info("loaded %d geofences from %s", len(index), path)
-        return index
-
-    def _engine(self) -> EventEngine:
-        ev = self.config.events
-        cfg = DeriveConfig(fences=self.config.fences, motion=self.config.motion,
-                           reorder_window_s=ev.reorder_window_s,
-                           reorder_hold_s=ev.reorder_hold_s,
-                           heartbeat_timeout_s=ev.heartbeat_timeout_s,
-                           working_hours=self.config.working_hours)
-        return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time,
-                           self.store.held_fixes())
+    def _start_pipeline(self) -> tuple[Any, Any, Any]:
+        """Start the pipeline process and wait until its store and fences are loaded."""
+        ctx = multiprocessing.get_context("spawn")  # no inherited threads, locks or sockets
+        inbox_r, inbox_w = ctx.Pipe(duplex=False)
+        reports_r, reports_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=worker.serve, args=(inbox_r, reports_w, self.config),
+                           name="fieldtrack-pipeline")
+        proc.start()
+        inbox_r.close()
+        reports_w.close()
+        if not reports_r.poll(START_TIMEOUT_S):
+            proc.kill()
+            raise PipelineError("the pipeline process did not start within %.0f s"
+                                % START_TIMEOUT_S)
+        try:
+            first = reports_r.recv()
+        except EOFError:
+            proc.join(5)
+            raise PipelineError("the pipeline process ended at start (exit code %s); its log "
+                                "says why" % proc.exitcode) from None
+        if first[0] == "error":
+            proc.join(5)
+            raise (StoreError if first[1] == "store" else FenceError)(first[2])
+        return proc, inbox_w, reports_r
 
     def reload_fences(self) -> None:
-        """Called on SIGHUP (any thread): the main loop reloads at its next turn."""
+        """Called on SIGHUP (any thread): the main loop passes it on at its next turn."""
         self.reload_requested.set()
-
-    def _maybe_reload_fences(self) -> None:
-        path = self.config.events.fences_file
-        if self.engine is None or not path:
-            return
-        try:
-            changed = os.path.getmtime(path) != self.fences_mtime
-        except OSError:
-            changed = False
-        if not (changed or self.reload_requested.is_set()):
-            return
-        self.reload_requested.clear()
-        try:
-            self.engine.index = self._fence_index()
-        except FenceError as exc:  # keep the fences we have: a typo must not blind us
-            self.fences_mtime = os.path.getmtime(path)
-            log.error("geofences not reloaded, keeping the previous ones: %s", exc)
-
-    def _tick(self) -> None:
-        if time.monotonic() - self.ticked < 1.0:
-            return
-        self.ticked = time.monotonic()
-        if self.ticked - self.pruned > 60:  # keep the rejects table bounded
-            self.pruned = self.ticked
-            self.store.prune_rejects(self.config.store.rejects_keep)
-        self.pipeline.tick(self.batch)
-        self._maybe_reload_fences()
 
     # --- MQTT ---------------------------------------------------------------
 
@@ -195,115 +157,80 @@ class Gateway:
                        properties: Any) -> None:
         self.connected = False
         metrics.MQTT_CONNECTED.set(0)
-        # Message ids belong to the lost connection: commit what we have, but the acks
-        # cannot be sent any more; the broker will redeliver and the store dedupes.
-        self._commit()
-        self.pending_acks.clear()
+        # Message ids belong to the lost connection: those messages are still committed,
+        # but their acks cannot be sent any more; the broker redelivers, the store dedupes.
+        self.epoch += 1
         if not self.stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.received_in_loop += 1
-        if not self.batch_started:
-            self.batch_started = time.monotonic()
-        _FRAMES_IN.inc()
-        received = now_ms()
-        topic = msg.topic
-        if topic.startswith(_PRESENCE_PREFIX):
-            self._presence(msg)
-        else:
-            started = time.perf_counter()
-            outcome = self.pipeline.process(topic, bytes(msg.payload), received, self.batch)
-            _PIPELINE_LATENCY.observe(time.perf_counter() - started)
-            if outcome.reject is not None:
-                metrics.REJECTS.labels(outcome.reject.reason).inc()
-                self._log_reject(msg.topic, outcome.reject.reason, outcome.reject.detail)
-                self._dead_letter(msg.topic, outcome.device, outcome.reject.reason,
-                                  outcome.reject.detail, len(msg.payload), received)
-            for name, _ in outcome.dropped:
-                metrics.REJECTS.labels("filter_" + name).inc()
+        if not self.chunk:
+            self.chunk_started = time.monotonic()
+        self.chunk.append((msg.topic, bytes(msg.payload), now_ms()))
+        self.sent += 1
         if msg.qos > 0:
-            self.pending_acks.append((msg.mid, msg.qos))
-        if len(self.pending_acks) >= self.config.store.commit_max_messages:
-            self._commit()
+            self.unacked.append((self.sent, msg.mid, msg.qos, self.epoch))
 
-    def _dead_letter(self, topic: str, device: str | None, reason: str, detail: str,
-                     size: int, received: int) -> None:
-        feeds = self.config.feeds
-        if not (feeds.enabled and feeds.dead_letter):
-            return
-        dl_topic, payload = dead_letter_message(topic, device, reason, detail, size, received,
-                                                prefix=feeds.prefix)
-        self.client.publish(dl_topic, payload, qos=0)
+    # --- hand-over and acknowledgement ----------------------------------------
 
-    def _log_reject(self, topic: str, reason: str, detail: str) -> None:
-        """One line per topic and reason every REJECT_LOG_S: a bad device can't flood logs."""
-        key = (topic[:80], reason)
-        now = time.monotonic()
-        last, suppressed = self.reject_log.get(key, (0.0, 0))
-        if now - last < REJECT_LOG_S:
-            self.reject_log[key] = (last, suppressed + 1)
-            return
-        if len(self.reject_log) > 10_000:
-            self.reject_log.clear()
-        self.reject_log[key] = (now, 0)
-        more = " (+%d more since the last report)" % suppressed if suppressed else ""
-        log.info("rejected a frame on %s: %s (%s)%s", key[0], reason, detail, more)
+    def _hand_over(self, idle: bool) -> None:
+        """Send the chunk when it is full, a little old, or the socket went quiet."""
+        chunk = self.chunk
+        if chunk and (idle or len(chunk) >= CHUNK_MAX
+                      or time.monotonic() - self.chunk_started >= CHUNK_AGE_S):
+            self.chunk = []
+            metrics.FRAMES_IN.inc(len(chunk))
+            self._send(("msgs", chunk))
 
-    def _presence(self, msg: mqtt.MQTTMessage) -> None:
+    def _send(self, message: tuple[Any, ...]) -> None:
         try:
-            _, device = topics.parse(msg.topic)
-        except Exception:
-            return
-        online = msg.payload == topics.ONLINE
-        state = self.pipeline.states.get(device)
-        if state is not None:
-            state.online = online
-            self.batch.states[device] = state
-        self.pipeline.presence(device, online, self.batch)
+            self.to_pipeline.send(message)
+        except OSError:  # the pipeline process is gone: say so, not "broken pipe"
+            self.process.join(5)
+            self._check_pipeline()
+            raise
 
-    # --- commit -------------------------------------------------------------
+    def _read_reports(self) -> None:
+        """Acknowledge what the pipeline process committed; count what it did."""
+        while not self.pipeline_ended and self.from_pipeline.poll():
+            try:
+                kind, *rest = self.from_pipeline.recv()
+            except (EOFError, OSError):
+                self.pipeline_ended = True  # _check_pipeline says why
+                return
+            if kind == "report":
+                self._apply(rest[0])
 
-    def _commit(self) -> None:
-        if not self.pending_acks and not len(self.batch):
-            self.batch_started = 0.0
-            return
-        started = time.perf_counter()
-        batch, self.batch = self.batch, Batch()
-        positions, events = self.store.commit(batch)
-        metrics.STAGE_LATENCY.labels("commit").observe(time.perf_counter() - started)
-        metrics.POSITIONS_STORED.inc(positions)
-        metrics.EVENTS_STORED.inc(events)
-        duplicates = len(batch.positions) - positions + len(batch.events) - events
-        metrics.DUPLICATES.inc(duplicates)
-        self.window["positions"] += positions
-        self.window["events"] += events
-        self.window["rejects"] += len(batch.rejects)
-        self.window["duplicates"] += duplicates
-        acks, self.pending_acks = self.pending_acks, []
-        for mid, qos in acks:
-            self.client.ack(mid, qos)
-        self.batch_started = 0.0
+    def _apply(self, report: worker.Report) -> None:
+        acked = 0
+        while self.unacked and self.unacked[0][0] <= report.upto:
+            _, mid, qos, epoch = self.unacked.popleft()
+            if epoch == self.epoch and self.connected:
+                self.client.ack(mid, qos)
+                acked += 1
+        self.committed = report.upto
+        metrics.POSITIONS_STORED.inc(report.positions)
+        metrics.EVENTS_STORED.inc(report.events)
+        metrics.DUPLICATES.inc(report.duplicates)
+        for reason, n in report.rejects.items():
+            metrics.REJECTS.labels(reason).inc(n)
+        metrics.STAGE_TIMES.add("pipeline", report.pipeline_buckets, report.pipeline_s)
+        commit_buckets = [0] * len(report.pipeline_buckets)
+        commit_buckets[metrics.bucket_of(report.commit_s)] = 1
+        metrics.STAGE_TIMES.add("commit", commit_buckets, report.commit_s)
+        if self.connected:  # dead letters are best effort (QoS 0), like the log
+            for topic, payload in report.dead_letters:
+                self.client.publish(topic, payload, qos=0)
         for outbox in self.outboxes:
             outbox.wake.set()
         if self.on_commit is not None:
-            self.on_commit(len(acks))
+            self.on_commit(acked)
 
-    def _commit_due(self, idle: bool) -> bool:
-        if not self.pending_acks and not len(self.batch):
-            return False
-        age_ms = (time.monotonic() - self.batch_started) * 1000 if self.batch_started else 0
-        return idle or age_ms >= self.config.store.commit_interval_ms
-
-    def _maybe_reload_registry(self) -> None:
-        if time.monotonic() - self.registry_checked < REGISTRY_POLL_S:
-            return
-        self.registry_checked = time.monotonic()
-        version = self.store.registry_version()
-        if version != self.registry_version:
-            self.registry_version = version
-            self.pipeline.registry = self.store.devices()
-            log.info("device registry reloaded (%d devices)", len(self.pipeline.registry))
+    def _check_pipeline(self) -> None:
+        if not self.process.is_alive():
+            raise PipelineError(
+                "the pipeline process died (exit code %s); stopping so that a restart "
+                "resumes from the store (nothing acknowledged is lost)" % self.process.exitcode)
 
     # --- run ----------------------------------------------------------------
 
@@ -322,71 +249,76 @@ class Gateway:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
         housekeeping = 0.0
-        while not self.stopping.is_set():
-            self.received_in_loop = 0
-            timeout = 0.005 if self.pending_acks else 0.1
-            rc = self.client.loop(timeout)
-            if self._commit_due(idle=self.received_in_loop == 0):
-                self._commit()
-            now = time.monotonic()
-            if now - housekeeping >= HOUSEKEEPING_S or rc != mqtt.MQTT_ERR_SUCCESS:
-                housekeeping = now
-                self._maybe_reload_registry()
-                self._tick()
-                self._update_gauges()
-                self._maybe_log_summary()
-            if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():
-                self._reconnect(delay)
-                delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
-            elif self.connected:
-                delay = self.config.mqtt.reconnect_min_s
-        self._shutdown()
+        try:
+            while not self.stopping.is_set():
+                before = self.sent
+                waiting = self.chunk or self.unacked
+                rc = self.client.loop(0.002 if waiting else 0.05)
+                self._hand_over(idle=self.sent == before)
+                self._read_reports()
+                now = time.monotonic()
+                if now - housekeeping >= HOUSEKEEPING_S or rc != mqtt.MQTT_ERR_SUCCESS:
+                    housekeeping = now
+                    self._check_pipeline()
+                    if self.reload_requested.is_set():
+                        self.reload_requested.clear()
+                        self._send(("reload",))
+                    self._update_gauges()
+                if rc != mqtt.MQTT_ERR_SUCCESS and not self.stopping.is_set():
+                    self._reconnect(delay)
+                    delay = min(delay * 2, self.config.mqtt.reconnect_max_s)
+                elif self.connected:
+                    delay = self.config.mqtt.reconnect_min_s
+        finally:
+            self._shutdown()
 
     def _reconnect(self, delay: float) -> None:
-        self._commit()
-        self.pending_acks.clear()
         self.stopping.wait(delay)
         try:
             self.client.reconnect()
         except OSError as exc:
             log.warning("reconnect failed: %s", exc)
 
-    def _maybe_log_summary(self) -> None:
-        """Every few seconds, one line of what was stored: a quiet log that shows life."""
-        if time.monotonic() - self.window_started < SUMMARY_S:
-            return
-        if any(self.window.values()):
-            log.info("stored %(positions)d positions and %(events)d events, rejected "
-                     "%(rejects)d, ignored %(duplicates)d redelivered copies" % self.window)
-        self.window = dict.fromkeys(self.window, 0)
-        self.window_started = time.monotonic()
-
     def _update_gauges(self) -> None:
-        metrics.ACKS_PENDING.set(len(self.pending_acks))
+        metrics.ACKS_PENDING.set(len(self.unacked))
         for outbox in self.outboxes:
             metrics.SINK_BACKLOG.labels(outbox.sink.name).set(outbox.backlog)
             metrics.SINK_LAG.labels(outbox.sink.name).set(outbox.lag_s)
 
     def _shutdown(self) -> None:
-        # Drain: read what the socket already holds, commit it, send the acks.
-        if self.connected:
+        # Drain: read what the socket already holds, hand it over, wait for its commit,
+        # send the acks.
+        if self.connected and self.process.is_alive():
             for _ in range(100):
-                self.received_in_loop = 0
+                before = self.sent
                 self.client.loop(0.01)
-                if self.received_in_loop == 0:
+                if self.sent == before:
                     break
-        self._commit()
+        if self.process.is_alive():
+            try:
+                self._hand_over(idle=True)
+                self._send(("stop",))
+            except (OSError, PipelineError):
+                self.pipeline_ended = True
+            deadline = time.monotonic() + 30
+            while not self.pipeline_ended and time.monotonic() < deadline:
+                if self.from_pipeline.poll(0.05):
+                    self._read_reports()
+        self.process.join(10)
+        if self.process.is_alive():
+            log.error("the pipeline process did not stop; killed (the store stays consistent)")
+            self.process.kill()
+            self.process.join(5)
         if self.connected:
             self.client.loop(0.05)  # flush the PUBACKs
             self.client.disconnect()
             self.client.loop(0.05)
         for outbox in self.outboxes:
             outbox.stop()
-        self.store.close()
         log.info("stopped cleanly")
 
     def stop(self) -> None:
         self.stopping.set()
 
     def healthy(self) -> bool:
-        return self.connected
+        return self.connected and self.process.is_alive()

@@ -70,7 +70,7 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        code = "from fieldtrack.tools.cli import main; main()"
+        code = "import sys; from fieldtrack.tools.cli import main; sys.exit(main())"
         logf = open(self.log, "ab")  # noqa: SIM115 (kept open by the child)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "gateway", "run", "-c", str(self.config)],
@@ -91,6 +91,19 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(20)
+
+    def pipeline_pid(self) -> int | None:
+        """The gateway's second process (the pipeline), found among its children."""
+        assert self.proc is not None
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.proc.pid and b"spawn_main" in cmdline:
+                return int(stat.parent.name)
+        return None
 
     def stop_quietly(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -6,6 +6,8 @@ every one of them exactly once.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -112,10 +114,33 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     def kill_twice(gw: GatewayProcess, db: Path) -> None:
         for threshold in (500, 1500):
             wait_until(lambda t=threshold: count(db) >= t, timeout=60, what="progress")  # type: ignore[misc]
+            pipeline = gw.pipeline_pid()
+            assert pipeline is not None
             gw.kill()
+            # The pipeline process ends with it: no second writer is left behind.
+            wait_until(lambda p=pipeline: not Path("/proc/%d" % p).exists()  # type: ignore[misc]
+                       or b"Z" in Path("/proc/%d/stat" % p).read_bytes().split(b")")[-1][:3],
+                       timeout=20, what="the pipeline process to end")
             gw.start()
 
     stream_with_fault(tmp_path, mosquitto_broker, 4000, kill_twice)
+
+
+@pytest.mark.slow
+def test_a_killed_pipeline_process_stops_the_gateway_and_a_restart_loses_nothing(
+    tmp_path: Path, mosquitto_broker: Broker
+) -> None:
+    def kill_pipeline(gw: GatewayProcess, db: Path) -> None:
+        wait_until(lambda: count(db) >= 600, timeout=60, what="progress")
+        pipeline = gw.pipeline_pid()
+        assert pipeline is not None
+        os.kill(pipeline, signal.SIGKILL)
+        assert gw.proc is not None and gw.proc.wait(30) == 2
+        gw.start()
+
+    stream_with_fault(tmp_path, mosquitto_broker, 3000, kill_pipeline)
+    log = (tmp_path / "gateway.log").read_text()
+    assert "the pipeline process died" in log and "Traceback" not in log
 
 
 @pytest.mark.slow

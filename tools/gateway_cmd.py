@@ -10,7 +10,7 @@ import click
 from fieldtrack.gateway import logs, metrics
 from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
 from fieldtrack.gateway.geofence import FenceError
-from fieldtrack.gateway.service import Gateway
+from fieldtrack.gateway.service import Gateway, PipelineError
 from fieldtrack.gateway.store import StoreError
 
 from .errors import FieldtrackError
@@ -50,7 +50,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
         cfg = load(config_path)
         logs.setup(cfg.log_level)
         gw = Gateway(cfg, sinks=build_sinks(cfg))
-    except (ConfigError, StoreError, FenceError) as exc:
+    except (ConfigError, StoreError, FenceError, PipelineError) as exc:
         raise GatewayCommandError(str(exc)) from None
     if cfg.http.enabled:
         try:
@@ -77,6 +77,9 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: gw.reload_fences())
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    gw.run()
+    try:
+        gw.run()
+    except PipelineError as exc:
+        raise GatewayCommandError(str(exc)) from None
     if publisher is not None:
         publisher.stop()

@@ -1092,7 +1092,7 @@ def sample_fleet(host: str, port: int, store_path: str, devices: int = 3,
 
     Vans new to the store wait until a running gateway has reloaded its registry.
     """
-    from fieldtrack.gateway.service import REGISTRY_POLL_S
+    from fieldtrack.gateway.worker import REGISTRY_POLL_S
 
     cfg = FleetConfig(devices=devices, prefix="demo-van", group="demo")
     keys, added = register_devices(store_path, device_ids(cfg), group=cfg.group)

@@ -87,7 +87,7 @@ def simulate(devices: int, broker: str, duration: float | None, route: str | Non
         if store_path:
             keys, added = sim.register_devices(store_path, ids, group=cfg.group)
             if added:
-                from fieldtrack.gateway.service import REGISTRY_POLL_S
+                from fieldtrack.gateway.worker import REGISTRY_POLL_S
 
                 click.echo("simulate: registered %d new devices in %s; waiting %.0f s for a "
                            "running gateway to load them" % (added, store_path,
