@@ -55,14 +55,20 @@ def track(
 ) -> list[Derived]:
     """Advance one device's fence state by one fix (in fix-time order)."""
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
-    lat, lon = lat7 * 1e-7, lon7 * 1e-7
-    out: list[Derived] = []
     inside: dict[str, Any] = state["inside"]
     pending: dict[str, Any] = state["pending"]
     last = state["last"]
-    prev = None
-    if last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s:
-        prev = (last[1] * 1e-7, last[2] * 1e-7)
+    joined = last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s
+    if not inside and not pending and type(lat7) is int and type(lon7) is int:
+        # Most fixes: in no fence's state, and no fence's box holds the fix or meets the
+        # segment from the last one. Nothing can happen; only "last" moves on.
+        if index.clear_e7(last[1], last[2], lat7, lon7) if joined \
+                else index.clear_e7(lat7, lon7, lat7, lon7):
+            state["last"] = [t, lat7, lon7]
+            return []
+    lat, lon = lat7 * 1e-7, lon7 * 1e-7
+    out: list[Derived] = []
+    prev = (last[1] * 1e-7, last[2] * 1e-7) if joined else None
     near, passed = index.near_along(lat, lon, prev)
     # Most fixes meet no fence at all: every step below is skipped when it has nothing to do.
     candidates = {f.id: f for f in near} if near else {}
