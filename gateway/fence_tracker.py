@@ -11,10 +11,11 @@ plain dict so the store can persist it as JSON.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .geofence import Fence, FenceIndex
+from .geofence import M_PER_DEG, SLACK_M, Fence, FenceIndex
 
 VISIT_KINDS = ("customer", "site")
 
@@ -55,14 +56,20 @@ def track(
 ) -> list[Derived]:
     """Advance one device's fence state by one fix (in fix-time order)."""
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
-    lat, lon = lat7 * 1e-7, lon7 * 1e-7
-    out: list[Derived] = []
     inside: dict[str, Any] = state["inside"]
     pending: dict[str, Any] = state["pending"]
     last = state["last"]
-    prev = None
-    if last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s:
-        prev = (last[1] * 1e-7, last[2] * 1e-7)
+    joined = last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s
+    if not inside and not pending and type(lat7) is int and type(lon7) is int:
+        # Most fixes: in no fence's state, and no fence's box holds the fix or meets the
+        # segment from the last one. Nothing can happen; only "last" moves on.
+        if index.clear_e7(last[1], last[2], lat7, lon7) if joined \
+                else index.clear_e7(lat7, lon7, lat7, lon7):
+            state["last"] = [t, lat7, lon7]
+            return []
+    lat, lon = lat7 * 1e-7, lon7 * 1e-7
+    out: list[Derived] = []
+    prev = (last[1] * 1e-7, last[2] * 1e-7) if joined else None
     near, passed = index.near_along(lat, lon, prev)
     # Most fixes meet no fence at all: every step below is skipped when it has nothing to do.
     candidates = {f.id: f for f in near} if near else {}
@@ -162,17 +169,26 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
     out: list[Derived] = []
     a = (last[1] * 1e-7, last[2] * 1e-7)
     b = (fix["lat"] * 1e-7, fix["lon"] * 1e-7)
+    widen = cfg.accuracy_factor * fix.get("acc", 0)
+    # The segment's length in any fence's local frame is at most this (cos(lat) <= 1).
+    # With both ends outside a fence (else the fence is skipped below) no point of the
+    # segment is deeper inside than half its length: the signed distance changes by at
+    # most a metre per metre. So a segment shorter than the depth (a van standing) can
+    # pass no fence; crossing_possible says the same, at more cost.
+    reach = math.hypot((b[0] - a[0]) * M_PER_DEG, (b[1] - a[1]) * M_PER_DEG) + 3 * SLACK_M
     for fence in index.along(a, b) if passed is None else passed:
+        margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
+        # The same rule as for fixes: a pass that is not deeper than the margin (plus
+        # the accuracy) inside the fence may be jitter, not a passage.
+        depth = margin + widen
+        if reach < depth:
+            continue
         if fence.id in inside or fence.id in pending:
             continue
         if not fence.segment_meets_bbox(a, b):
             continue  # it cannot meet the fence: cheaper to know than the tests below
         if not fence.applies(group, fix["t"]):
             continue
-        margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
-        # The same rule as for fixes: a pass that is not deeper than the margin (plus
-        # the accuracy) inside the fence may be jitter, not a passage.
-        depth = margin + cfg.accuracy_factor * fix.get("acc", 0)
         if not fence.crossing_possible(a, b, depth):
             continue  # it cannot get that deep between its ends: no passage either way
         da = fence.signed_distance_about(*a, 0.0)

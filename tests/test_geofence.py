@@ -204,3 +204,37 @@ def test_bad_json_is_reported_with_line_and_column(tmp_path: Path) -> None:
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FenceError, match="nowhere.geojson: no such file"):
         load(tmp_path / "nowhere.geojson")
+
+
+def test_the_index_answers_as_a_check_of_every_box_would() -> None:
+    """The grid, the occupancy map and the fast "clear" answer agree with every box."""
+    import random
+
+    rng = random.Random(4)
+    grid = [circle("g%d" % i, rng.uniform(-3000, 3000), rng.uniform(-3000, 3000),
+                   rng.uniform(10, 80)) for i in range(3000)]
+    index = fences(*grid)
+    boxes = {f.id: geofence._bounds_deg(f) for f in index.fences}
+
+    def meets(box: tuple[float, float, float, float], lat0: float, lon0: float,
+              lat1: float, lon1: float) -> bool:
+        return (box[0] <= max(lon0, lon1) and min(lon0, lon1) <= box[2]
+                and box[1] <= max(lat0, lat1) and min(lat0, lat1) <= box[3])
+
+    clear = 0
+    for _ in range(3000):
+        lat0, lon0 = lat_lon(rng.uniform(-3200, 3200), rng.uniform(-3200, 3200))
+        lat1, lon1 = lat_lon(*(rng.uniform(-3200, 3200) for _ in range(2)))
+        if rng.random() < 0.8:  # mostly short segments, as between fixes
+            lat1, lon1 = lat0 + rng.uniform(-1e-3, 1e-3), lon0 + rng.uniform(-1e-3, 1e-3)
+        lat0, lon0, lat1, lon1 = (round(v, 7) for v in (lat0, lon0, lat1, lon1))
+        near = sorted(f for f, b in boxes.items() if meets(b, lat1, lon1, lat1, lon1))
+        along = sorted(f for f, b in boxes.items() if meets(b, lat0, lon0, lat1, lon1))
+        assert sorted(f.id for f in index.near(lat1, lon1)) == near
+        assert sorted(f.id for f in index.along((lat0, lon0), (lat1, lon1))) == along
+        got = index.near_along(lat1, lon1, (lat0, lon0))
+        assert (sorted(f.id for f in got[0]), sorted(f.id for f in got[1])) == (near, along)
+        if index.clear_e7(*(round(v * 1e7) for v in (lat0, lon0, lat1, lon1))):
+            clear += 1
+            assert along == []
+    assert clear > 300  # and it does say "clear" for short segments in the gaps
