@@ -12,6 +12,7 @@ paho's reading and the pipeline each fill a core of their own at full rate.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import ssl
@@ -73,6 +74,7 @@ class Gateway:
             for sink in sinks
         ]
         self.process, self.to_pipeline, self.from_pipeline = self._start_pipeline()
+        atexit.register(self.close)
         self.client = self._client()
 
     def _start_pipeline(self) -> tuple[Any, Any, Any]:
@@ -304,11 +306,7 @@ class Gateway:
             while not self.pipeline_ended and time.monotonic() < deadline:
                 if self.from_pipeline.poll(0.05):
                     self._read_reports()
-        self.process.join(10)
-        if self.process.is_alive():
-            log.error("the pipeline process did not stop; killed (the store stays consistent)")
-            self.process.kill()
-            self.process.join(5)
+        self.close()
         if self.connected:
             self.client.loop(0.05)  # flush the PUBACKs
             self.client.disconnect()
@@ -316,6 +314,19 @@ class Gateway:
         for outbox in self.outboxes:
             outbox.stop()
         log.info("stopped cleanly")
+
+    def close(self) -> None:
+        """End the pipeline process (it ends on its own once its input is closed).
+
+        ``run`` does this at its end; call it when ``run`` is never reached. It also
+        runs at interpreter exit, so an abandoned gateway never keeps the exit waiting.
+        """
+        self.to_pipeline.close()
+        self.process.join(10)
+        if self.process.is_alive():
+            log.error("the pipeline process did not stop; killed (the store stays consistent)")
+            self.process.kill()
+            self.process.join(5)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -74,3 +74,27 @@ def test_metrics_health_and_logs(tmp_path: Path, mosquitto_broker: Broker) -> No
     finally:
         pub.close()
         gw.stop_quietly()
+
+
+def test_a_busy_metrics_port_is_reported_and_nothing_is_left_running(
+    tmp_path: Path, mosquitto_broker: Broker
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_gateway_config(tmp_path, mosquitto_broker.port,
+                                      http={"enabled": True, "port": port})
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from fieldtrack.tools.cli import main; "
+             "sys.exit(main())", "gateway", "run", "-c", str(config)],
+            capture_output=True, text=True, timeout=60,
+        )
+    # Exits (its pipeline process ended with it) with the reason, not a traceback.
+    assert done.returncode == 2
+    assert "[http] 127.0.0.1:%d: cannot listen" % port in done.stderr
+    assert "Traceback" not in done.stderr

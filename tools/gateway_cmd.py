@@ -56,6 +56,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
         try:
             metrics.serve(cfg.http.host, cfg.http.port, gw.healthy)
         except OSError as exc:
+            gw.close()
             raise GatewayCommandError(
                 "[http] %s:%d: cannot listen (%s); set another port or enabled = false"
                 % (cfg.http.host, cfg.http.port, exc.strerror)
@@ -68,7 +69,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
             publisher = sample_fleet(cfg.mqtt.host, cfg.mqtt.port, cfg.store.path)
             publisher.start()
         except SimulateError as exc:
-            gw.stop()
+            gw.close()
             raise GatewayCommandError("--sample-publisher: %s" % exc) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
