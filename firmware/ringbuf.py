@@ -167,6 +167,10 @@ class RingBuffer:
                 yield loads(bytes(memoryview(self.block)[start:end]), 1 << 16, 4, False, ())
             start = end
 
+    def pending(self):
+        """True when records may wait to be sent (cheap: reads no segment)."""
+        return bool(self.keys) or bool(self.segments)
+
     def peek(self, n):
         """Up to ``n`` unacknowledged records, oldest first: [(boot, seq, bytes)]."""
         out: list = []

@@ -244,7 +244,10 @@ class _Decoder:
         if major == 4:
             if arg > len(self.data) - self.pos:
                 raise FrameError(TRUNCATED, "array longer than the data")
-            return [self.item(depth + 1) for _ in range(arg)]
+            arr: list[Any] = [None] * arg  # one allocation of the final size
+            for i in range(arg):
+                arr[i] = self.item(depth + 1)
+            return arr
         if major == 5:
             if arg > len(self.data) - self.pos:
                 raise FrameError(TRUNCATED, "map longer than the data")

@@ -90,22 +90,24 @@ def check_row(row: "Any") -> list[Any]:
 
 def batch_columns(rows: list[Any], res: int) -> list[Any]:
     """The delta columns of a batch from its checked fix rows (``fix_items`` order)."""
-    cols: list[Any] = [[] for _ in BATCH_COLUMNS]
+    n = len(rows) - 1
+    # Each column allocated once at its final size: a device builds batches in a small heap.
+    cols: list[Any] = [[0] * n for _ in BATCH_COLUMNS]
     # Coordinates are coded against the previous *decoded* coordinate, so rounding to
     # ``res`` never accumulates: every decoded fix is within res/2 of the true one.
     rec = [rows[0][1], rows[0][2]]
-    for i in range(1, len(rows)):
-        prev, row = rows[i - 1], rows[i]
-        cols[0].append(row[0] - prev[0])
+    for i in range(n):
+        prev, row = rows[i], rows[i + 1]
+        cols[0][i] = row[0] - prev[0]
         for c in (1, 2):
             r = _div_round(row[c] - rec[c - 1], res)
             rec[c - 1] += r * res
-            cols[c].append(r)
-        cols[3].append(row[3] - prev[3])
-        cols[4].append(_wrap_heading(row[4] - prev[4]))
+            cols[c][i] = r
+        cols[3][i] = row[3] - prev[3]
+        cols[4][i] = _wrap_heading(row[4] - prev[4])
         for c in (5, 6, 7):
-            cols[c].append(row[c] - prev[c])
-        cols[8].append(row[8] ^ prev[8])
+            cols[c][i] = row[c] - prev[c]
+        cols[8][i] = row[8] ^ prev[8]
     return [_column(c) for c in cols]
 
 
