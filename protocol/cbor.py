@@ -347,3 +347,27 @@ def loads(
     if dec.pos != len(dec.data):
         raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(dec.data) - dec.pos))
     return obj
+
+
+def iter_array(
+    data: "bytes | bytearray | memoryview", max_size: int = 16384, max_depth: int = 16
+) -> "Any":
+    """The items of exactly one definite-length CBOR array, decoded one at a time.
+
+    A device walks a long array (a flash segment of records) without holding all of it
+    decoded at once. The checks are those of ``loads``; an error is raised when the
+    iteration reaches it.
+    """
+    if len(data) > max_size:
+        raise FrameError(TOO_LARGE, "%d bytes is over the limit of %d" % (len(data), max_size))
+    dec = _Decoder(bytes(data), max_depth, False, None)
+    ib = dec.byte()
+    if ib >> 5 != 4 or ib & 0x1F == 31:
+        raise FrameError(MALFORMED, "expected a definite-length array")
+    n = dec.argument(ib & 0x1F)
+    if n > len(dec.data) - dec.pos:
+        raise FrameError(TRUNCATED, "array longer than the data")
+    for _ in range(n):
+        yield dec.item(1)
+    if dec.pos != len(dec.data):
+        raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(dec.data) - dec.pos))
