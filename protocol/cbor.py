@@ -91,7 +91,7 @@ def head(out: bytearray, major: int, n: int) -> None:
         out.append(mt | 27)
         out.extend(n.to_bytes(8, "big"))
     else:
-        raise FrameError(UNSUPPORTED_CBOR, "integer %d does not fit in 64 bits" % n)
+        raise FrameError(UNSUPPORTED_CBOR, "integer %d is over 64 bits" % n)
 
 
 def _encode(out: bytearray, obj: Any) -> None:

@@ -101,7 +101,7 @@ def _header(frame: dict[Any, Any]) -> list[Any]:
         raise FrameError(UNKNOWN_TYPE, "unknown frame type %r" % (ftype,), "type")
     v = frame.get("v", VERSION)
     if v != VERSION:
-        raise FrameError(BAD_VERSION, "this codec speaks version %d, not %r" % (VERSION, v), "v")
+        raise FrameError(BAD_VERSION, "only version %d, not %r" % (VERSION, v), "v")
     h = (VERSION - 1) * 8 + TYPE_CODES[ftype]
     if ftype == "command":
         return [h]
@@ -166,7 +166,7 @@ def encode_batch(boot: int, seq: int, rows: list[Any], res: int = 1) -> bytes:
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH:
         raise bad("fixes", "a batch holds 1..%d fixes" % MAX_BATCH)
     if seq + len(rows) - 1 > U32:
-        raise bad("seq", "the batch's sequence numbers overflow 32 bits")
+        raise bad("seq", "the batch's seq overflows 32 bits")
     res = check_int(res, "res", 1, 1000)
     for row in rows:
         check_row(row)
@@ -187,7 +187,7 @@ _COMMAND_H = (VERSION - 1) * 8 + TYPE_CODES["command"]
 def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
     if "lat" not in frame and "lon" not in frame:
         if "acc" in frame:
-            raise bad("acc", "an accuracy needs the position it belongs to (lat, lon)")
+            raise bad("acc", "acc without lat, lon")
         return None
     pos = [
         check_int(frame.get("lat"), "lat", -900000000, 900000000),
@@ -201,7 +201,7 @@ def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
 def _need(items: list[Any], n: int, ftype: str) -> None:
     if len(items) < n:
         raise FrameError(
-            NOT_A_FRAME, "a %s frame has at least %d items, not %d" % (ftype, n, len(items))
+            NOT_A_FRAME, "a %s frame has %d+ items, not %d" % (ftype, n, len(items))
         )
 
 
@@ -212,14 +212,14 @@ def from_wire(items: "Any") -> dict[Any, Any]:
     that a newer device can talk to an older gateway.
     """
     if not isinstance(items, list) or not items:
-        raise FrameError(NOT_A_FRAME, "a frame is a non-empty CBOR array")
+        raise FrameError(NOT_A_FRAME, "a frame is a non-empty array")
     h = items[0]
     if not is_int(h) or h < 0:
-        raise FrameError(NOT_A_FRAME, "the first item of a frame is its type")
+        raise FrameError(NOT_A_FRAME, "a frame starts with its type")
     version = h // 8 + 1
     if version != VERSION:
         raise FrameError(
-            BAD_VERSION, "frame version %d; this codec speaks %d" % (version, VERSION), "v"
+            BAD_VERSION, "version %d; only %d is known" % (version, VERSION), "v"
         )
     code = h % 8
     if code >= len(TYPES):

@@ -59,7 +59,7 @@ def to_wire(frame: dict[Any, Any], items: list[Any]) -> None:
         if not isinstance(fixes, list) or not 1 <= len(fixes) <= MAX_BATCH:
             raise bad("fixes", "a batch holds 1..%d fixes" % MAX_BATCH)
         if check_int(frame["seq"], "seq", 0, U32) + len(fixes) - 1 > U32:
-            raise bad("seq", "the batch's sequence numbers overflow 32 bits")
+            raise bad("seq", "the batch's seq overflows 32 bits")
         res = check_int(frame.get("res", 1), "res", 1, 1000)
         for fix in fixes:
             if not isinstance(fix, dict):
@@ -112,7 +112,7 @@ def _batch_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     first = fix_from_items(items, 4)
     n = check_int(items[13], "n", 1, MAX_BATCH)
     if frame["seq"] + n - 1 > U32:
-        raise bad("seq", "the batch's sequence numbers overflow 32 bits")
+        raise bad("seq", "the batch's seq overflows 32 bits")
     if n == 1:
         fixes = [first]
     else:
