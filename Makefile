@@ -3,9 +3,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_CMD ?= scripts/run.sh
 PY_PACKAGES := fieldtrack protocol gateway tools
-# The protocol modules the firmware imports (whichever exist; the rest is CPython-only).
-FIRMWARE_CODEC := $(wildcard $(addprefix protocol/,__init__.py errors.py cbor.py schema.py \
-                    fixes.py frames.py cose.py topics.py jsonform.py))
+# The protocol modules the firmware imports (whichever exist; cbor_extra only for input
+# that no frame holds). The rest it never loads: frames_other (frames a tracker does not
+# code), jsonform, and fast (CPython-only).
+FIRMWARE_CODEC := $(wildcard $(addprefix protocol/,__init__.py errors.py cbor.py cbor_extra.py \
+                    schema.py fixes.py frames.py cose.py topics.py))
 # mypy cannot see through the editable install's import hook (package-dir mapping):
 # it checks a tree of links that mirrors the installed package instead.
 TYPECHECK := build/typecheck/fieldtrack

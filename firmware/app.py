@@ -183,11 +183,16 @@ class Tracker:
         """Publish the oldest unsent records: one batch or one frame, one at a time."""
         if self.in_flight is not None or not self.mqtt.connected():
             return
+        if not self.ring.pending():
+            return
         rows: list = []
         boot = seq = 0
         payload = None
         now = self.board.time()
-        # Smaller batches when the heap is short: each fix costs about FIX_BYTES to batch.
+        # A batch needs pieces of up to 1 KiB in one piece: collect first, so that free
+        # memory is contiguous and mem_free() says what there is. Then smaller batches
+        # when the heap is short: each fix costs about FIX_BYTES to batch.
+        gc.collect()
         limit = max(1, min(MAX_BATCH, (gc.mem_free() - RESERVE_BYTES) // FIX_BYTES))
         for b, s, r in self.ring.records():  # one flash segment in RAM at a time
             item = cbor.loads(r, 4096, 4, False, ())

@@ -15,10 +15,8 @@ def handle(tracker, payload):
         if tracker.key is not None and (mac is None or mac.kid != tracker.device
                                         or not mac.verify(tracker.key)):
             return  # not from our gateway: ignore, never act on it
-        cmd = frames.decode(inner)
+        cmd = frames.decode_command(inner)
     except ValueError:
-        return
-    if cmd["type"] != "command":
         return
     cid = cmd["cid"]
     if cid <= tracker.state.get("cid", 0):

@@ -93,7 +93,7 @@ class MQTTClient:
             if resp[0] != CONNACK or resp[1] != 2:
                 raise MQTTError("not an MQTT broker")
             if resp[3] != 0:
-                raise MQTTError("broker refused the connection (code %d)" % resp[3])
+                raise MQTTError("connection refused (code %d)" % resp[3])
         except Exception:
             sock.close()
             raise
@@ -199,7 +199,7 @@ class MQTTClient:
                 break
             if not chunk:
                 self.close()
-                raise MQTTError("the broker closed the connection")
+                raise MQTTError("the broker closed the link")
             self.inbuf.extend(chunk)
             self.last_rx = _ticks_ms()
         while self._one_packet():
@@ -229,7 +229,7 @@ class MQTTClient:
             shift += 7
             if shift > 21:
                 self.close()
-                raise MQTTError("malformed packet from the broker")
+                raise MQTTError("bad packet from the broker")
         if len(buf) < i + n:
             return False
         first = buf[0]

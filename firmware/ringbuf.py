@@ -18,7 +18,7 @@
 import binascii
 import os
 
-from protocol.cbor import dumps, head, loads
+from protocol.cbor import dumps, head, iter_array, loads
 
 SUFFIX = ".seg"
 TMP = ".tmp"
@@ -81,19 +81,28 @@ class RingBuffer:
                 names.append(name)
         names.sort()
         for name in names:
-            items = self._read(name)
-            if items is None:
+            first, last, n = -1, -1, 0
+            try:
+                for b, s, _ in self._read(name):
+                    last = _key(b, s)
+                    first = last if n == 0 else first
+                    n += 1
+            except ValueError:
+                n = -1
+            if n < 0:
                 self.corrupt += 1
                 os.remove(self._path(name))
-                continue
-            last = _key(items[-1][0], items[-1][1]) if items else -1
-            if last <= self.acked:
+            elif last <= self.acked:
                 os.remove(self._path(name))
             else:
-                self.segments.append((_key(items[0][0], items[0][1]), last, name, len(items)))
+                self.segments.append((first, last, name, n))
 
     def _read(self, name):
-        """The [boot, seq, record] items of a segment file; None when it is corrupt."""
+        """The [boot, seq, record] items of a segment file, decoded one at a time.
+
+        Raises ValueError when the file is corrupt (CRC, or not CBOR). One record is
+        decoded at a time: a whole segment decoded would hold 32 lists and byte strings.
+        """
         path = self._path(name)
         try:
             size = os.stat(path)[6] - 4
@@ -101,14 +110,19 @@ class RingBuffer:
                 body = f.read(size) if size > 0 else b""  # one allocation, decoded in place
                 crc = f.read(4)
         except OSError:
-            return None
+            raise ValueError(name) from None
         if size <= 0 or len(body) != size or binascii.crc32(body) & 0xFFFFFFFF \
                 != int.from_bytes(crc, "big"):
-            return None
+            raise ValueError(name)
+        return iter_array(body, 1 << 20, 4)
+
+    def _records_of(self, name):
+        """A segment's items, none when it cannot be read (counted at boot, see _load)."""
         try:
-            return loads(body, 1 << 20, 4, False, ())
+            for item in self._read(name):
+                yield item
         except ValueError:
-            return None
+            return
 
     def _save_state(self):
         _write_atomic(self._path(STATE), dumps([self.acked, self.dropped, self.corrupt]))
@@ -157,7 +171,7 @@ class RingBuffer:
         for seg in self.segments:
             if seg[1] <= self.acked:
                 continue
-            for b, s, r in self._read(seg[2]) or ():
+            for b, s, r in self._records_of(seg[2]):
                 if _key(b, s) > self.acked:
                     yield b, s, r
         start = 0
@@ -166,6 +180,10 @@ class RingBuffer:
             if self.keys[i] > self.acked:
                 yield loads(bytes(memoryview(self.block)[start:end]), 1 << 16, 4, False, ())
             start = end
+
+    def pending(self):
+        """True when records may wait to be sent (cheap: reads no segment)."""
+        return bool(self.keys) or bool(self.segments)
 
     def peek(self, n):
         """Up to ``n`` unacknowledged records, oldest first: [(boot, seq, bytes)]."""
@@ -211,7 +229,7 @@ class RingBuffer:
         n = len(self.keys)
         for i, seg in enumerate(self.segments):
             if i == 0 and seg[0] <= self.acked:
-                n += sum(1 for b, s, _ in self._read(seg[2]) or () if _key(b, s) > self.acked)
+                n += sum(1 for b, s, _ in self._records_of(seg[2]) if _key(b, s) > self.acked)
             else:
                 n += seg[3]
         return n

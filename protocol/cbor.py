@@ -2,13 +2,12 @@
 
 It is the reference implementation of the wire format and the one the firmware
 uses. It covers what frames need (integers, byte and text strings, arrays, maps,
-true/false/null, tags) and decodes floats, undefined and simple values so that it
-can be checked against RFC 8949 Appendix A. Decoding untrusted bytes is bounded:
-a size limit, a nesting limit, no trailing bytes; indefinite lengths and
-duplicate map keys are refused unless explicitly allowed.
+true/false/null, tags) and codes floats, undefined and simple values so that it can
+be checked against RFC 8949 Appendix A: those, and indefinite lengths, are in
+``cbor_extra``, imported on first use, so that a device does not load them. Decoding
+untrusted bytes is bounded: a size limit, a nesting limit, no trailing bytes;
+indefinite lengths and duplicate map keys are refused unless explicitly allowed.
 """
-
-import struct
 
 from .errors import (
     DUPLICATE_KEY,
@@ -58,6 +57,18 @@ class Simple:
 
 UNDEFINED = Simple(23)
 
+_extras: "Any" = None
+
+
+def _extra() -> "Any":
+    """The ``cbor_extra`` module, imported on first use: frames never need it."""
+    global _extras
+    if _extras is None:
+        from . import cbor_extra
+
+        _extras = cbor_extra
+    return _extras
+
 
 # --- encoding -------------------------------------------------------------
 
@@ -80,7 +91,7 @@ def head(out: bytearray, major: int, n: int) -> None:
         out.append(mt | 27)
         out.extend(n.to_bytes(8, "big"))
     else:
-        raise FrameError(UNSUPPORTED_CBOR, "integer %d does not fit in 64 bits" % n)
+        raise FrameError(UNSUPPORTED_CBOR, "integer %d is over 64 bits" % n)
 
 
 def _encode(out: bytearray, obj: Any) -> None:
@@ -123,29 +134,8 @@ def _encode(out: bytearray, obj: Any) -> None:
     elif isinstance(obj, Tag):
         head(out, 6, obj.tag)
         _encode(out, obj.value)
-    elif isinstance(obj, float):
-        out.extend(_float(obj))
-    elif isinstance(obj, Simple):
-        if obj.value < 24:
-            out.append(0xE0 | obj.value)
-        else:
-            out.append(0xF8)
-            out.append(obj.value)
-    else:
-        raise FrameError(UNSUPPORTED_CBOR, "cannot encode a %s" % type(obj).__name__)
-
-
-def _float(x: float) -> bytes:
-    """The shortest of half, single and double that holds ``x`` exactly."""
-    for fmt, ib in ((">e", b"\xf9"), (">f", b"\xfa")):
-        try:
-            packed = struct.pack(fmt, x)
-        except (OverflowError, ValueError):
-            continue
-        y = struct.unpack(fmt, packed)[0]
-        if y == x or (x != x and y != y):
-            return ib + packed
-    return b"\xfb" + struct.pack(">d", x)
+    else:  # a float, a simple value, or what cannot be encoded
+        _extra().encode(out, obj)
 
 
 def dumps(obj: Any) -> bytes:
@@ -156,18 +146,6 @@ def dumps(obj: Any) -> bytes:
 
 
 # --- decoding -------------------------------------------------------------
-
-
-def _half(h: int) -> float:
-    exp = (h >> 10) & 0x1F
-    mant = h & 0x3FF
-    if exp == 0:
-        val = mant * 2.0**-24
-    elif exp == 31:
-        val = float("inf") if mant == 0 else float("nan")
-    else:
-        val = (mant + 1024) * 2.0 ** (exp - 25)
-    return -val if h & 0x8000 else val
 
 
 class _Decoder:
@@ -212,16 +190,6 @@ class _Decoder:
         if not self.allow_indefinite:
             raise FrameError(UNSUPPORTED_CBOR, "indefinite-length items are not allowed")
 
-    def chunks(self, major: int) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            ib = self.byte()
-            if ib == 0xFF:
-                return b"".join(parts)
-            if ib >> 5 != major or ib & 0x1F == 31:
-                raise FrameError(MALFORMED, "bad chunk in an indefinite-length string")
-            parts.append(self.take(self.argument(ib & 0x1F)))
-
     def item(self, depth: int) -> "Any":
         if depth > self.max_depth:
             raise FrameError(TOO_DEEP, "nesting deeper than %d" % self.max_depth)
@@ -231,7 +199,8 @@ class _Decoder:
         if major == 7:
             return self.simple(info)
         if info == 31:
-            return self.indefinite_item(major, depth)
+            self.indefinite()
+            return _extra().indefinite_item(self, major, depth)
         arg = self.argument(info)
         if major == 0:
             return arg
@@ -244,7 +213,10 @@ class _Decoder:
         if major == 4:
             if arg > len(self.data) - self.pos:
                 raise FrameError(TRUNCATED, "array longer than the data")
-            return [self.item(depth + 1) for _ in range(arg)]
+            arr: list[Any] = [None] * arg  # one allocation of the final size
+            for i in range(arg):
+                arr[i] = self.item(depth + 1)
+            return arr
         if major == 5:
             if arg > len(self.data) - self.pos:
                 raise FrameError(TRUNCATED, "map longer than the data")
@@ -257,30 +229,14 @@ class _Decoder:
             raise FrameError(UNSUPPORTED_CBOR, "tag %d is not allowed here" % arg)
         return Tag(arg, self.item(depth + 1))
 
-    def indefinite_item(self, major: int, depth: int) -> "Any":
-        self.indefinite()
-        if major == 2:
-            return bytes(self.chunks(2))
-        if major == 3:
-            return self.text(self.chunks(3))
-        if major == 4:
-            arr = []
-            while self.peek() != 0xFF:
-                arr.append(self.item(depth + 1))
-            self.pos += 1
-            return arr
-        if major == 5:
-            m: dict[Any, Any] = {}
-            while self.peek() != 0xFF:
-                self.entry(m, depth)
-            self.pos += 1
-            return m
-        raise FrameError(MALFORMED, "indefinite length on major type %d" % major)
-
-    def peek(self) -> int:
-        if self.pos >= len(self.data):
-            raise FrameError(TRUNCATED, "the data ends inside a CBOR item")
-        return self.data[self.pos]
+    def simple(self, info: int) -> "Any":
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        return _extra().simple(self, info)
 
     def entry(self, m: dict[Any, Any], depth: int) -> None:
         k = self.item(depth + 1)
@@ -295,31 +251,6 @@ class _Decoder:
             return str(b, "utf-8")
         except UnicodeError:
             raise FrameError(MALFORMED, "text string is not valid UTF-8") from None
-
-    def simple(self, info: int) -> "Any":
-        if info == 20:
-            return False
-        if info == 21:
-            return True
-        if info == 22:
-            return None
-        if info < 24:
-            return Simple(info)
-        if info == 24:
-            v = self.byte()
-            if v < 32:
-                raise FrameError(MALFORMED, "simple value %d in two bytes" % v)
-            return Simple(v)
-        if info == 25:
-            return _half(int.from_bytes(self.take(2), "big"))
-        if info == 26:
-            return struct.unpack(">f", self.take(4))[0]
-        if info == 27:
-            return struct.unpack(">d", self.take(8))[0]
-        if info == 31:
-            raise FrameError(MALFORMED, "unexpected break")
-        raise FrameError(MALFORMED, "reserved simple value %d" % info)
-
 
 def loads(
     data: "bytes | bytearray | memoryview",
@@ -344,3 +275,27 @@ def loads(
     if dec.pos != len(dec.data):
         raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(dec.data) - dec.pos))
     return obj
+
+
+def iter_array(
+    data: "bytes | bytearray | memoryview", max_size: int = 16384, max_depth: int = 16
+) -> "Any":
+    """The items of exactly one definite-length CBOR array, decoded one at a time.
+
+    A device walks a long array (a flash segment of records) without holding all of it
+    decoded at once. The checks are those of ``loads``; an error is raised when the
+    iteration reaches it.
+    """
+    if len(data) > max_size:
+        raise FrameError(TOO_LARGE, "%d bytes is over the limit of %d" % (len(data), max_size))
+    dec = _Decoder(bytes(data), max_depth, False, None)
+    ib = dec.byte()
+    if ib >> 5 != 4 or ib & 0x1F == 31:
+        raise FrameError(MALFORMED, "expected a definite-length array")
+    n = dec.argument(ib & 0x1F)
+    if n > len(dec.data) - dec.pos:
+        raise FrameError(TRUNCATED, "array longer than the data")
+    for _ in range(n):
+        yield dec.item(1)
+    if dec.pos != len(dec.data):
+        raise FrameError(TRAILING, "%d bytes after the end of the item" % (len(dec.data) - dec.pos))

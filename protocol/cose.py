@@ -99,14 +99,14 @@ def parse(item: "object") -> Mac0:
         raise FrameError(NOT_A_FRAME, "expected a COSE_Mac0 (tag 17)")
     body = item.value
     if not isinstance(body, list) or len(body) != 4:
-        raise FrameError(BAD_MAC, "a COSE_Mac0 is an array of 4 items")
+        raise FrameError(BAD_MAC, "a COSE_Mac0 has 4 items")
     protected, unprotected, payload, tag = body
     if protected != PROTECTED:
-        raise FrameError(BAD_MAC, "only algorithm HMAC 256/64 ({1: 4}) is accepted")
+        raise FrameError(BAD_MAC, "only HMAC 256/64 ({1: 4})")
     if not isinstance(unprotected, dict) or not isinstance(unprotected.get(4), bytes):
-        raise FrameError(BAD_MAC, "the unprotected header needs the key id (label 4)")
+        raise FrameError(BAD_MAC, "no key id (label 4)")
     if not isinstance(payload, bytes) or not isinstance(tag, bytes) or len(tag) != TAG_BYTES:
-        raise FrameError(BAD_MAC, "payload and an 8-byte tag must be byte strings")
+        raise FrameError(BAD_MAC, "needs bytes payload, 8-byte tag")
     try:
         kid = str(unprotected[4], "utf-8")
     except UnicodeError:

@@ -1,4 +1,7 @@
-"""Fixes on the wire: the flat items of one fix, and the delta coding of a batch."""
+"""Fixes on the wire: the flat items of one fix, and the delta coding of a batch.
+
+The encoding side, which a tracker uses; decoding is in ``frames_other``.
+"""
 
 from .errors import FrameError  # noqa: F401 (raised through schema checks)
 from .schema import (
@@ -8,15 +11,12 @@ from .schema import (
     FLAG_BITS,
     bad,
     check_int,
-    is_int,
 )
 
 try:
     from typing import Any
 except ImportError:  # MicroPython
     pass
-
-
 
 
 def flags_of(fix: dict[Any, Any]) -> int:
@@ -31,12 +31,6 @@ def flags_of(fix: dict[Any, Any]) -> int:
     return flags
 
 
-def set_flags(fix: dict[Any, Any], flags: int) -> None:
-    fix["fix"] = flags & 3
-    for name, bit in FLAG_BITS:
-        fix[name] = bool(flags & bit)
-
-
 def fix_items(fix: dict[Any, Any]) -> list[Any]:
     items = []
     for name, lo, hi in FIX_FIELDS:
@@ -45,16 +39,6 @@ def fix_items(fix: dict[Any, Any]) -> list[Any]:
         items.append(check_int(fix[name], name, lo, hi))
     items.append(flags_of(fix))
     return items
-
-
-def fix_from_items(items: "Any", start: int) -> dict[Any, Any]:
-    fix: dict[Any, Any] = {}
-    i = start
-    for name, lo, hi in FIX_FIELDS:
-        fix[name] = check_int(items[i], name, lo, hi)
-        i += 1
-    set_flags(fix, check_int(items[i], "flags", 0, 0xFFFF))
-    return fix
 
 
 # --- batch delta coding -------------------------------------------------------
@@ -90,22 +74,24 @@ def check_row(row: "Any") -> list[Any]:
 
 def batch_columns(rows: list[Any], res: int) -> list[Any]:
     """The delta columns of a batch from its checked fix rows (``fix_items`` order)."""
-    cols: list[Any] = [[] for _ in BATCH_COLUMNS]
+    n = len(rows) - 1
+    # Each column allocated once at its final size: a device builds batches in a small heap.
+    cols: list[Any] = [[0] * n for _ in BATCH_COLUMNS]
     # Coordinates are coded against the previous *decoded* coordinate, so rounding to
     # ``res`` never accumulates: every decoded fix is within res/2 of the true one.
     rec = [rows[0][1], rows[0][2]]
-    for i in range(1, len(rows)):
-        prev, row = rows[i - 1], rows[i]
-        cols[0].append(row[0] - prev[0])
+    for i in range(n):
+        prev, row = rows[i], rows[i + 1]
+        cols[0][i] = row[0] - prev[0]
         for c in (1, 2):
             r = _div_round(row[c] - rec[c - 1], res)
             rec[c - 1] += r * res
-            cols[c].append(r)
-        cols[3].append(row[3] - prev[3])
-        cols[4].append(_wrap_heading(row[4] - prev[4]))
+            cols[c][i] = r
+        cols[3][i] = row[3] - prev[3]
+        cols[4][i] = _wrap_heading(row[4] - prev[4])
         for c in (5, 6, 7):
-            cols[c].append(row[c] - prev[c])
-        cols[8].append(row[8] ^ prev[8])
+            cols[c][i] = row[c] - prev[c]
+        cols[8][i] = row[8] ^ prev[8]
     return [_column(c) for c in cols]
 
 
@@ -114,33 +100,3 @@ def _div_round(a: int, b: int) -> int:
     if a >= 0:
         return (2 * a + b) // (2 * b)
     return -((-2 * a + b) // (2 * b))
-
-
-def batch_fixes(first: dict[Any, Any], n: int, cols: list[Any], res: int) -> list[Any]:
-    deltas = []
-    for c, name in enumerate(BATCH_COLUMNS):
-        col = cols[c]
-        if is_int(col):
-            deltas.append([col] * (n - 1))
-        elif isinstance(col, list) and len(col) == n - 1:
-            for v in col:
-                if not is_int(v):
-                    raise bad(name, "batch deltas are integers")
-            deltas.append(col)
-        else:
-            raise bad(name, "a batch column is an integer or a list of n - 1 integers")
-    fixes = [first]
-    prev_items = [first[f[0]] for f in FIX_FIELDS] + [flags_of(first)]
-    for i in range(n - 1):
-        row = [prev_items[0] + deltas[0][i]]
-        for c in (1, 2):
-            row.append(prev_items[c] + deltas[c][i] * res)
-        row.append(prev_items[3] + deltas[3][i])
-        row.append((prev_items[4] + deltas[4][i]) % 360)
-        for c in (5, 6, 7):
-            row.append(prev_items[c] + deltas[c][i])
-        row.append(prev_items[8] ^ deltas[8][i])
-        fixes.append(fix_from_items(row, 0))
-        prev_items = row
-    return fixes
-

@@ -5,12 +5,14 @@ and the frame type: ``h = (version - 1) * 8 + type``. In Python a frame is a pla
 dict (``{"type": "position", "lat": 525200000, ...}``) so the same code runs on
 MicroPython. ``to_wire`` turns a dict into the CBOR data item, ``from_wire`` checks a
 decoded data item and returns the dict; ``encode``/``decode`` add the pure CBOR codec.
-The field tables are in ``schema``, fix and batch coding in ``fixes``.
+The field tables are in ``schema``, fix and batch coding in ``fixes``. The frames a
+tracker codes are here; the others in ``frames_other``, loaded on first use, so that
+the firmware does not hold their code in its heap.
 """
 
 from . import cbor
 from .errors import BAD_VERSION, NOT_A_FRAME, UNKNOWN_TYPE, FrameError
-from .fixes import batch_columns, batch_fixes, check_row, fix_from_items, fix_items
+from .fixes import batch_columns, check_row
 from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     ACK_RESULTS,
     BATCH_COLUMNS,
@@ -65,6 +67,7 @@ __all__ = [
     "UPLINK_TYPES",
     "VERSION",
     "decode",
+    "decode_command",
     "encode",
     "encode_batch",
     "from_wire",
@@ -79,6 +82,18 @@ except ImportError:  # MicroPython
 
 # --- frames -------------------------------------------------------------------
 
+_others: "Any" = None
+
+
+def _other() -> "Any":
+    """The ``frames_other`` module, imported on first use (see its docstring)."""
+    global _others
+    if _others is None:
+        from . import frames_other
+
+        _others = frames_other
+    return _others
+
 
 def _header(frame: dict[Any, Any]) -> list[Any]:
     ftype = frame.get("type")
@@ -86,7 +101,7 @@ def _header(frame: dict[Any, Any]) -> list[Any]:
         raise FrameError(UNKNOWN_TYPE, "unknown frame type %r" % (ftype,), "type")
     v = frame.get("v", VERSION)
     if v != VERSION:
-        raise FrameError(BAD_VERSION, "this codec speaks version %d, not %r" % (VERSION, v), "v")
+        raise FrameError(BAD_VERSION, "only version %d, not %r" % (VERSION, v), "v")
     h = (VERSION - 1) * 8 + TYPE_CODES[ftype]
     if ftype == "command":
         return [h]
@@ -103,26 +118,7 @@ def to_wire(frame: dict[Any, Any]) -> list[Any]:
         raise FrameError(NOT_A_FRAME, "a frame is a map with a type")
     items = _header(frame)
     ftype = frame["type"]
-    if ftype == "position":
-        _only(frame, _HEADER_NAMES + _FIX_NAMES + _EXT_NAMES)
-        items.extend(fix_items(frame))
-        ext = table_to_wire(frame, POSITION_EXT, _HEADER_NAMES + _FIX_NAMES)
-        if ext:
-            items.append(ext)
-    elif ftype == "batch":
-        _only(frame, _HEADER_NAMES + ("res", "fixes"))
-        fixes = frame.get("fixes")
-        if not isinstance(fixes, list) or not 1 <= len(fixes) <= MAX_BATCH:
-            raise bad("fixes", "a batch holds 1..%d fixes" % MAX_BATCH)
-        if check_int(frame["seq"], "seq", 0, U32) + len(fixes) - 1 > U32:
-            raise bad("seq", "the batch's sequence numbers overflow 32 bits")
-        res = check_int(frame.get("res", 1), "res", 1, 1000)
-        for fix in fixes:
-            if not isinstance(fix, dict):
-                raise bad("fixes", "each fix is a map")
-            _only(dict(fix, type="batch"), ("type",) + _FIX_NAMES)
-        items.extend(_batch_tail([fix_items(f) for f in fixes], res))
-    elif ftype == "event":
+    if ftype == "event":
         _only(frame, _HEADER_NAMES + ("t", "kind", "lat", "lon", "acc", "data"))
         items.append(check_int(frame.get("t"), "t", 0, U32))
         kind = frame.get("kind")
@@ -145,19 +141,8 @@ def to_wire(frame: dict[Any, Any]) -> list[Any]:
         items.append(code_of(frame.get("result"), ACK_RESULTS, "result"))
         if "reason" in frame:
             items.append(check_value(frame["reason"], "tstr", "reason"))
-    else:  # command
-        _only(frame, ("type", "v", "cid", "kind", "exp", "args"))
-        items.append(check_int(frame.get("cid"), "cid", 0, U32))
-        kind = frame.get("kind")
-        items.append(code_of(kind, COMMAND_KINDS, "kind"))
-        items.append(check_int(frame.get("exp", 0), "exp", 0, U32))
-        args = frame.get("args", {})
-        if not isinstance(args, dict):
-            raise bad("args", "command arguments are a map")
-        require(args, COMMAND_REQUIRED.get(str(kind), ()), str(kind))
-        wire_args = table_to_wire(args, COMMAND_ARGS, ())
-        if wire_args:
-            items.append(wire_args)
+    else:  # position, batch, command: frames a tracker does not send
+        _other().to_wire(frame, items)
     return items
 
 
@@ -181,7 +166,7 @@ def encode_batch(boot: int, seq: int, rows: list[Any], res: int = 1) -> bytes:
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH:
         raise bad("fixes", "a batch holds 1..%d fixes" % MAX_BATCH)
     if seq + len(rows) - 1 > U32:
-        raise bad("seq", "the batch's sequence numbers overflow 32 bits")
+        raise bad("seq", "the batch's seq overflows 32 bits")
     res = check_int(res, "res", 1, 1000)
     for row in rows:
         check_row(row)
@@ -196,14 +181,13 @@ def _only(frame: dict[Any, Any], allowed: tuple[Any, ...]) -> None:
 
 
 _HEADER_NAMES = ("type", "v", "boot", "seq")
-_FIX_NAMES = tuple(f[0] for f in FIX_FIELDS) + ("fix",) + tuple(f[0] for f in FLAG_BITS)
-_EXT_NAMES = tuple(spec[0] for spec in POSITION_EXT.values())
+_COMMAND_H = (VERSION - 1) * 8 + TYPE_CODES["command"]
 
 
 def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
     if "lat" not in frame and "lon" not in frame:
         if "acc" in frame:
-            raise bad("acc", "an accuracy needs the position it belongs to (lat, lon)")
+            raise bad("acc", "acc without lat, lon")
         return None
     pos = [
         check_int(frame.get("lat"), "lat", -900000000, 900000000),
@@ -217,7 +201,7 @@ def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
 def _need(items: list[Any], n: int, ftype: str) -> None:
     if len(items) < n:
         raise FrameError(
-            NOT_A_FRAME, "a %s frame has at least %d items, not %d" % (ftype, n, len(items))
+            NOT_A_FRAME, "a %s frame has %d+ items, not %d" % (ftype, n, len(items))
         )
 
 
@@ -228,14 +212,14 @@ def from_wire(items: "Any") -> dict[Any, Any]:
     that a newer device can talk to an older gateway.
     """
     if not isinstance(items, list) or not items:
-        raise FrameError(NOT_A_FRAME, "a frame is a non-empty CBOR array")
+        raise FrameError(NOT_A_FRAME, "a frame is a non-empty array")
     h = items[0]
     if not is_int(h) or h < 0:
-        raise FrameError(NOT_A_FRAME, "the first item of a frame is its type")
+        raise FrameError(NOT_A_FRAME, "a frame starts with its type")
     version = h // 8 + 1
     if version != VERSION:
         raise FrameError(
-            BAD_VERSION, "frame version %d; this codec speaks %d" % (version, VERSION), "v"
+            BAD_VERSION, "version %d; only %d is known" % (version, VERSION), "v"
         )
     code = h % 8
     if code >= len(TYPES):
@@ -247,61 +231,8 @@ def from_wire(items: "Any") -> dict[Any, Any]:
     _need(items, 3, ftype)
     frame["boot"] = check_int(items[1], "boot", 0, U32)
     frame["seq"] = check_int(items[2], "seq", 0, U32)
-    if ftype == "position":
-        _need(items, 12, ftype)
-        frame.update(fix_from_items(items, 3))
-        if len(items) > 12:
-            frame.update(table_from_wire(items[12], POSITION_EXT, "ext"))
-    elif ftype == "batch":
-        _batch_from_wire(items, frame)
-    elif ftype == "event":
-        _event_from_wire(items, frame)
-    elif ftype == "status":
-        _need(items, 5, ftype)
-        frame["t"] = check_int(items[3], "t", 0, U32)
-        frame.update(table_from_wire(items[4], STATUS_FIELDS, "status"))
-    else:  # command_ack
-        _need(items, 6, ftype)
-        frame["t"] = check_int(items[3], "t", 0, U32)
-        frame["cid"] = check_int(items[4], "cid", 0, U32)
-        frame["result"] = name_of(items[5], ACK_RESULTS, "result")
-        if len(items) > 6:
-            frame["reason"] = check_value(items[6], "tstr", "reason")
+    _other().from_wire(items, frame)  # frames a tracker does not receive
     return frame
-
-
-def _batch_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
-    _need(items, 14, "batch")
-    res = check_int(items[3], "res", 1, 1000)
-    first = fix_from_items(items, 4)
-    n = check_int(items[13], "n", 1, MAX_BATCH)
-    if frame["seq"] + n - 1 > U32:
-        raise bad("seq", "the batch's sequence numbers overflow 32 bits")
-    if n == 1:
-        fixes = [first]
-    else:
-        _need(items, 14 + len(BATCH_COLUMNS), "batch")
-        fixes = batch_fixes(first, n, items[14 : 14 + len(BATCH_COLUMNS)], res)
-    frame["res"] = res
-    frame["fixes"] = fixes
-
-
-def _event_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
-    _need(items, 6, "event")
-    frame["t"] = check_int(items[3], "t", 0, U32)
-    kind = name_of(items[4], EVENT_KINDS, "kind")
-    frame["kind"] = kind
-    pos = items[5]
-    if pos is not None:
-        if not isinstance(pos, list) or len(pos) < 2:
-            raise bad("pos", "an event position is null or [lat, lon, acc?]")
-        frame["lat"] = check_int(pos[0], "lat", -900000000, 900000000)
-        frame["lon"] = check_int(pos[1], "lon", -1800000000, 1800000000)
-        if len(pos) > 2:
-            frame["acc"] = check_int(pos[2], "acc", 0, 65535)
-    data = table_from_wire(items[6], EVENT_DATA, "data") if len(items) > 6 else {}
-    require(data, EVENT_REQUIRED.get(kind, ()), kind)
-    frame["data"] = data
 
 
 def _command_from_wire(items: list[Any], frame: dict[Any, Any]) -> dict[Any, Any]:
@@ -324,3 +255,14 @@ def encode(frame: dict[Any, Any]) -> bytes:
 def decode(data: bytes) -> dict[Any, Any]:
     """CBOR bytes -> a checked frame dict; any other input raises ``FrameError``."""
     return from_wire(cbor.loads(data, MAX_FRAME_BYTES, MAX_DEPTH, False, ()))
+
+
+def decode_command(data: bytes) -> dict[Any, Any]:
+    """As ``decode``, for a tracker: anything but a command frame raises ``FrameError``.
+
+    The other frame types are never decoded, so their code is never loaded.
+    """
+    items = cbor.loads(data, MAX_FRAME_BYTES, MAX_DEPTH, False, ())
+    if not isinstance(items, list) or not items or items[0] != _COMMAND_H:
+        raise FrameError(UNKNOWN_TYPE, "not a command frame", "type")
+    return from_wire(items)

@@ -166,7 +166,7 @@ def check_value(v: "Any", kind: str, field: str) -> "Any":
         return v
     if kind == "sha256":
         if not isinstance(v, bytes) or len(v) != 32:
-            raise bad(field, "expected a 32-byte SHA-256 digest")
+            raise bad(field, "expected 32 bytes (SHA-256)")
         return v
     if kind == "config":
         return check_config(v, field)
@@ -175,12 +175,12 @@ def check_value(v: "Any", kind: str, field: str) -> "Any":
 
 def check_config(v: "Any", field: str) -> "Any":
     if not isinstance(v, dict) or not v:
-        raise bad(field, "expected a non-empty map of setting names to values")
+        raise bad(field, "expected a non-empty map")
     for k, x in v.items():
         if not isinstance(k, str) or not k or len(k) > 64:
-            raise bad(field, "setting names are text of 1..64 characters")
+            raise bad(field, "setting names: 1..64 characters")
         if not (is_int(x) or isinstance(x, str) or x is True or x is False):
-            raise bad(field + "." + k, "a setting is an integer, text or boolean")
+            raise bad(field + "." + k, "not an integer, text or boolean")
         if is_int(x):
             check_int(x, field + "." + k, -U32, U32)
         if isinstance(x, str):

@@ -27,11 +27,11 @@ _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 def check_device_id(device: str) -> str:
     """A device id is 1..32 of ``A-Z a-z 0-9 - _``: one whole topic level, ACL-safe."""
     if not isinstance(device, str) or not 1 <= len(device) <= MAX_DEVICE_ID:
-        raise FrameError(BAD_FIELD, "a device id has 1..%d characters" % MAX_DEVICE_ID, "device")
+        raise FrameError(BAD_FIELD, "a device id is 1..%d characters" % MAX_DEVICE_ID, "device")
     for ch in device:
         if ch not in _ID_CHARS:
             raise FrameError(
-                BAD_FIELD, "%r: use only letters, digits, '-' and '_'" % device, "device"
+                BAD_FIELD, "%r: only A-Z a-z 0-9 - _" % device, "device"
             )
     return device
 
@@ -52,5 +52,5 @@ def parse(topic: str) -> tuple[Any, ...]:
     """``"ft/u/van-12"`` -> ``("u", "van-12")``; anything else raises ``FrameError``."""
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != PREFIX or parts[1] not in (UPLINK, DOWNLINK, PRESENCE):
-        raise FrameError(BAD_FIELD, "%r is not a fieldtrack device topic" % topic, "topic")
+        raise FrameError(BAD_FIELD, "%r: not a fieldtrack topic" % topic, "topic")
     return parts[1], check_device_id(parts[2])

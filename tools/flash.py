@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_DIR = ROOT / "firmware"
 PROTOCOL_DIR = ROOT / "protocol"
 # The protocol modules the firmware imports: the Makefile's FIRMWARE_CODEC.
-FIRMWARE_CODEC = ("__init__", "errors", "cbor", "schema", "fixes", "frames", "cose", "topics",
-                  "jsonform")
+FIRMWARE_CODEC = ("__init__", "errors", "cbor", "cbor_extra", "schema", "fixes", "frames", "cose",
+                  "topics")
 ESPTOOL_BAUD = 460800
 FIRST_BOOT_S = 5  # MicroPython creates its filesystem on the first boot after an erase
 TOOL_TIMEOUT_S = 600
