@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import select
 import ssl
 import threading
 import time
@@ -40,6 +41,7 @@ log = logging.getLogger("fieldtrack.gateway")
 HOUSEKEEPING_S = 0.05  # gauges and checks run at most this often, not per message
 CHUNK_MAX = 256  # messages handed over at once under load
 CHUNK_AGE_S = 0.002
+READ_BURST = 64  # MQTT messages read from the socket per select
 START_TIMEOUT_S = 60.0
 
 
@@ -254,10 +256,8 @@ class Gateway:
         try:
             while not self.stopping.is_set():
                 before = self.sent
-                waiting = self.chunk or self.unacked
-                rc = self.client.loop(0.002 if waiting else 0.05)
-                self._hand_over(idle=self.sent == before)
-                self._read_reports()
+                rc = self._turn(0.0 if self.chunk else HOUSEKEEPING_S)
+                self._hand_over(idle=self.sent - before < READ_BURST)  # the socket ran dry
                 now = time.monotonic()
                 if now - housekeeping >= HOUSEKEEPING_S or rc != mqtt.MQTT_ERR_SUCCESS:
                     housekeeping = now
@@ -273,6 +273,40 @@ class Gateway:
                     delay = self.config.mqtt.reconnect_min_s
         finally:
             self._shutdown()
+
+    def _turn(self, timeout: float) -> int:
+        """One turn of the event loop: the broker's socket and the reports in one select.
+
+        paho's own ``loop()`` selects once per MQTT packet; here a readable socket is
+        read until it has no more whole messages (at most READ_BURST), through paho's
+        documented ``loop_read``/``loop_write``/``loop_misc``.
+        """
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return int(mqtt.MQTT_ERR_NO_CONN)
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+        buffered = bool(pending and pending())
+        try:
+            readable, writable, _ = select.select(
+                [sock, self.from_pipeline], [sock] if client.want_write() else [], [],
+                0.0 if buffered else timeout)
+        except (OSError, ValueError):
+            return int(mqtt.MQTT_ERR_CONN_LOST)
+        rc = int(mqtt.MQTT_ERR_SUCCESS)
+        if sock in readable or buffered:
+            for _ in range(READ_BURST):
+                before = self.sent
+                rc = client.loop_read()
+                if rc or self.sent == before:
+                    break
+        if self.from_pipeline in readable:
+            self._read_reports()
+        if not rc and (sock in writable or client.want_write()):
+            rc = client.loop_write()
+        if not rc:
+            rc = client.loop_misc()
+        return rc
 
     def _reconnect(self, delay: float) -> None:
         self.stopping.wait(delay)
