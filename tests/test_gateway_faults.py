@@ -114,6 +114,8 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     def kill_twice(gw: GatewayProcess, db: Path) -> None:
         for threshold in (500, 1500):
             wait_until(lambda t=threshold: count(db) >= t, timeout=60, what="progress")  # type: ignore[misc]
+            wait_until(lambda: gw.pipeline_pid() is not None, timeout=20,
+                       what="the pipeline process")
             pipeline = gw.pipeline_pid()
             assert pipeline is not None
             gw.kill()
@@ -132,6 +134,7 @@ def test_a_killed_pipeline_process_stops_the_gateway_and_a_restart_loses_nothing
 ) -> None:
     def kill_pipeline(gw: GatewayProcess, db: Path) -> None:
         wait_until(lambda: count(db) >= 600, timeout=60, what="progress")
+        wait_until(lambda: gw.pipeline_pid() is not None, timeout=20, what="the pipeline process")
         pipeline = gw.pipeline_pid()
         assert pipeline is not None
         os.kill(pipeline, signal.SIGKILL)
