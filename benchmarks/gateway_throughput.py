@@ -741,6 +741,7 @@ def register(db: Path, devices: list[str], signed: bool) -> None:
 def gateway_config(port: int, db: Path, events: bool = True) -> dict[str, Any]:
     """The defaults, except: this broker, this store, no HTTP endpoint, no sinks."""
     config: dict[str, Any] = {
+        "log_level": "warning",  # the pipeline process's summary lines would clutter the report
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "bench-gateway"},
         "store": {"path": str(db)},
         "http": {"enabled": False},
