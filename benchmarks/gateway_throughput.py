@@ -608,7 +608,7 @@ def profile_pipeline(plan: dict[str, Any], workdir: Path) -> str:
 # Where a gateway's time goes: (label, file name ending, function), inclusive times.
 MQTT_PARTS = (
     ("Gateway.run, all of it", "gateway/service.py", "run"),
-    ("  select() in paho's loop: waiting for data", "", "<built-in method select.select>"),
+    ("  select(): waiting for the socket or a report", "", "<built-in method select.select>"),
     ("  paho reading packets (incl. on_message)", "paho/mqtt/client.py", "_packet_read"),
     ("    Gateway._on_message", "gateway/service.py", "_on_message"),
     ("  handing chunks to the pipeline process", "gateway/service.py", "_hand_over"),
