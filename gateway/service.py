@@ -50,6 +50,13 @@ class PipelineError(Exception):
 
 
 class Gateway:
+    """The gateway service: ``Gateway(config).run()`` until ``stop()``.
+
+    Its pipeline process is started with multiprocessing's "spawn", which imports the
+    main module again: a script that builds a Gateway needs the usual
+    ``if __name__ == "__main__":`` guard (``fieldtrack gateway run`` has it).
+    """
+
     def __init__(
         self,
         config: GatewayConfig,
