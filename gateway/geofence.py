@@ -26,6 +26,8 @@ import shapely
 from shapely.geometry import LineString, Point, shape
 from shapely.geometry.base import BaseGeometry
 
+from .errors import FenceError
+
 M_PER_DEG = 111_320.0
 _POINT_WKB = struct.Struct("<BIdd").pack  # little-endian 2D Point
 SLACK_M = 1e-6  # shortcuts decide only when this far clear of the threshold
@@ -48,10 +50,6 @@ _TILE_KEY = 1 << 32  # tile key = column * _TILE_KEY + row + _TILE_ROW0: never s
 _TILE_ROW0 = 1 << 31
 KINDS = ("site", "customer", "depot", "no-go", "speed-zone", "work-area")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class FenceError(Exception):
-    """A fence file that cannot be used; the message names the file, feature and field."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,11 +30,14 @@ from paho.mqtt.properties import Properties
 
 from fieldtrack.protocol import topics
 
-from . import metrics, worker
+from . import metrics
 from .config import GatewayConfig
-from .geofence import FenceError
+from .errors import FenceError
 from .outbox import Outbox
 from .store import StoreError, now_ms
+
+if TYPE_CHECKING:
+    from .worker import Report
 
 log = logging.getLogger("fieldtrack.gateway")
 
@@ -91,7 +94,7 @@ class Gateway:
         ctx = multiprocessing.get_context("spawn")  # no inherited threads, locks or sockets
         inbox_r, inbox_w = ctx.Pipe(duplex=False)
         reports_r, reports_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=worker.serve, args=(inbox_r, reports_w, self.config),
+        proc = ctx.Process(target=_serve_pipeline, args=(inbox_r, reports_w, self.config),
                            name="fieldtrack-pipeline")
         proc.start()
         inbox_r.close()
@@ -212,7 +215,7 @@ class Gateway:
             if kind == "report":
                 self._apply(rest[0])
 
-    def _apply(self, report: worker.Report) -> None:
+    def _apply(self, report: Report) -> None:
         acked = 0
         while self.unacked and self.unacked[0][0] <= report.upto:
             _, mid, qos, epoch = self.unacked.popleft()
@@ -374,3 +377,10 @@ class Gateway:
 
     def healthy(self) -> bool:
         return self.connected and self.process.is_alive()
+
+
+def _serve_pipeline(inbox: Any, reports: Any, config: GatewayConfig) -> None:
+    """The pipeline process's entry point: the pipeline (and shapely) load there only."""
+    from .worker import serve
+
+    serve(inbox, reports, config)

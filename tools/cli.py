@@ -16,22 +16,45 @@ import click
 
 from fieldtrack import __version__
 
-from .codec_cmd import decode, encode
-from .console_cmd import console
-from .demo_cmd import demo
-from .devices_cmd import devices
 from .errors import FieldtrackError
-from .export_cmd import export
-from .flash_cmd import flash
-from .gateway_cmd import gateway
-from .geofences_cmd import geofences
-from .gnss_cmd import gnss
-from .provision_cmd import provision
-from .report_cmd import report
-from .simulate_cmd import simulate
+
+# Subcommands: name -> "module:command" in this package. A module is imported when its
+# command runs (or for --help), so that `fieldtrack gateway run` does not load the
+# geometry, serial and flashing libraries the other commands need.
+COMMANDS = {
+    "decode": "codec_cmd:decode",
+    "encode": "codec_cmd:encode",
+    "gateway": "gateway_cmd:gateway",
+    "devices": "devices_cmd:devices",
+    "export": "export_cmd:export",
+    "geofences": "geofences_cmd:geofences",
+    "report": "report_cmd:report",
+    "gnss": "gnss_cmd:gnss",
+    "console": "console_cmd:console",
+    "flash": "flash_cmd:flash",
+    "provision": "provision_cmd:provision",
+    "simulate": "simulate_cmd:simulate",
+    "demo": "demo_cmd:demo",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from ``COMMANDS`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module("%s.%s" % (__package__, module)), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fieldtrack")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug output.")
 @click.pass_context
@@ -39,40 +62,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """fieldtrack: trackers and phones -> MQTT -> clean, trustworthy field data."""
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-
-
-# -- Subcommands: register yours here -------------------------------------------------
-cli.add_command(decode)
-cli.add_command(encode)
-cli.add_command(gateway)
-cli.add_command(devices)
-cli.add_command(export)
-cli.add_command(geofences)
-cli.add_command(report)
-cli.add_command(gnss)
-cli.add_command(console)
-cli.add_command(flash)
-cli.add_command(provision)
-cli.add_command(simulate)
-cli.add_command(demo)
-
-# Command modules still being written: (module in this package, click command in it).
-# Move a pair to the explicit imports above once its module has landed.
-PENDING: tuple[tuple[str, str], ...] = ()
-
-
-def _register_pending() -> None:
-    for module, name in PENDING:
-        try:
-            mod = importlib.import_module("%s.%s" % (__package__, module))
-        except ModuleNotFoundError as exc:
-            if exc.name == "%s.%s" % (__package__, module):
-                continue  # not written yet; an import failing *inside* it still raises
-            raise
-        cli.add_command(getattr(mod, name))
-
-
-_register_pending()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

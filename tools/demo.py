@@ -28,7 +28,7 @@ from typing import Any
 from fieldtrack.gateway import config as gateway_config
 from fieldtrack.gateway import logs
 from fieldtrack.gateway.config import ConfigError
-from fieldtrack.gateway.geofence import FenceError
+from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.service import Gateway
 from fieldtrack.gateway.store import StoreError
 

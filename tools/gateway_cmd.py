@@ -9,7 +9,7 @@ import click
 
 from fieldtrack.gateway import logs, metrics
 from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
-from fieldtrack.gateway.geofence import FenceError
+from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.service import Gateway, PipelineError
 from fieldtrack.gateway.store import StoreError
 
