@@ -20,10 +20,10 @@ import pytest
 import serial
 from conftest import find_micropython, run_micropython
 
-from fieldtrack.tools import cli, flash
+from fieldtrack.tools import cli, device_scripts, flash, flash_bundle, flash_run
 from fieldtrack.tools.boards import Board, load_board
-from fieldtrack.tools.flash import FlashError, Operation
 from fieldtrack.tools.flash_cmd import flash as flash_command
+from fieldtrack.tools.flash_steps import FlashError, Operation, PortError, Step
 
 PORT = "/dev/ttyUSB7"
 
@@ -78,7 +78,7 @@ def fieldtrack(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str
     return code, out, err
 
 
-def operations(steps: list[flash.Step]) -> list[Operation]:
+def operations(steps: list[Step]) -> list[Operation]:
     return [op for step in steps for op in step.operations]
 
 
@@ -98,7 +98,7 @@ def chip_profile(tmp_path: Path, chip: str) -> Board:
 
 
 def test_bundle_is_the_compiled_firmware_with_main_py_as_source() -> None:
-    files = {f.target: f for f in flash.bundle_files()}
+    files = {f.target: f for f in flash_bundle.bundle_files()}
     assert not files["main.py"].compiled
     assert {"app.mpy", "board_esp32.mpy", "mqtt.mpy", "nmea.mpy", "protocol/cbor.mpy",
             "protocol/frames.mpy", "protocol/topics.mpy"} <= set(files)
@@ -107,8 +107,8 @@ def test_bundle_is_the_compiled_firmware_with_main_py_as_source() -> None:
 
 
 def test_mpy_cross_compiles_the_bundle_and_it_imports_on_micropython(tmp_path: Path) -> None:
-    files = flash.bundle_files()
-    flash.run_step(flash.Step("compile", flash.compile_operations(files, tmp_path)))
+    files = flash_bundle.bundle_files()
+    flash_run.run_step(Step("compile", flash_bundle.compile_operations(files, tmp_path)))
     compiled = [f for f in files if f.compiled]
     for f in compiled:
         assert (tmp_path / f.target).read_bytes()[:2] == b"M\x06", f.target
@@ -119,11 +119,11 @@ def test_mpy_cross_compiles_the_bundle_and_it_imports_on_micropython(tmp_path: P
 
 
 def test_compiled_modules_carry_their_device_name_not_a_build_path(tmp_path: Path) -> None:
-    files = [f for f in flash.bundle_files() if f.target == "app.mpy"]
-    flash.run_step(flash.Step("compile", flash.compile_operations(files, tmp_path)))
+    files = [f for f in flash_bundle.bundle_files() if f.target == "app.mpy"]
+    flash_run.run_step(Step("compile", flash_bundle.compile_operations(files, tmp_path)))
     data = (tmp_path / "app.mpy").read_bytes()
     assert b"app.py" in data
-    assert str(flash.FIRMWARE_DIR).encode() not in data
+    assert str(flash_bundle.FIRMWARE_DIR).encode() not in data
 
 
 # --- operations as data --------------------------------------------------------------------
@@ -175,20 +175,21 @@ def test_a_file_that_is_no_firmware_image_is_refused(tmp_path: Path) -> None:
 def test_mpremote_operations_are_check_copy_verify(tmp_path: Path, reset: bool) -> None:
     out = tmp_path / "out"
     steps = flash.flash_plan(load_board("lilygo-t-beam"), PORT, out, reset=reset)
-    files = flash.bundle_files()
+    files = flash_bundle.bundle_files()
     targets = [f.target for f in files]
     compile_ops, probe, copy, verify = (s.operations for s in steps)
     assert [op.args[:2] for op in compile_ops] == [
         ("-o", str(out / f.target)) for f in files if f.compiled]
     attach = ("connect", PORT) if reset else ("connect", PORT, "resume")
     assert [(op.tool, op.args) for op in probe] == [
-        ("mpremote", (*attach, "exec", flash.probe_script(targets)))]
-    expected_copy: list[str] = ["connect", PORT, "resume", "exec", flash.prepare_script(files)]
+        ("mpremote", (*attach, "exec", device_scripts.probe_script(targets)))]
+    expected_copy: list[str] = ["connect", PORT, "resume", "exec",
+                                device_scripts.prepare_script(files)]
     for f in files:
-        expected_copy += ["+", "fs", "cp", str(flash.local_path(f, out)), ":" + f.target]
+        expected_copy += ["+", "fs", "cp", str(flash_bundle.local_path(f, out)), ":" + f.target]
     assert [(op.tool, op.args) for op in copy] == [("mpremote", tuple(expected_copy))]
     assert [(op.tool, op.args) for op in verify] == [
-        ("mpremote", ("connect", PORT, "resume", "exec", flash.hash_script(targets)))]
+        ("mpremote", ("connect", PORT, "resume", "exec", device_scripts.hash_script(targets)))]
 
 
 def test_esptool_runs_through_the_current_interpreter() -> None:
@@ -213,12 +214,12 @@ def test_esptool_runs_through_the_current_interpreter() -> None:
 ])
 def test_tool_failures_are_explained(output: str, expected: str) -> None:
     op = Operation("esptool", ("--chip", "esp32", "--port", PORT, "erase-flash"))
-    assert expected in str(flash.explain(op, 2, output))
+    assert expected in str(flash_run.explain(op, 2, output))
 
 
 def test_an_unknown_failure_shows_the_tools_last_lines() -> None:
     op = Operation("mpremote", ("connect", PORT, "exec", "x"))
-    message = str(flash.explain(op, 1, "one\ntwo\nthree\n"))
+    message = str(flash_run.explain(op, 1, "one\ntwo\nthree\n"))
     assert message == "mpremote failed (exit code 1):\none\ntwo\nthree"
 
 
@@ -232,20 +233,20 @@ def test_missing_port_is_told_before_anything_runs(capsys: pytest.CaptureFixture
 
 def test_port_without_permission_says_how_to_join_the_group(
         monkeypatch: pytest.MonkeyPatch, unix_device: UnixDevice) -> None:
-    monkeypatch.setattr(flash.os, "access", lambda path, mode: False)
-    with pytest.raises(flash.PortError, match=r"permission denied: join the \S+ group \(sudo "
+    monkeypatch.setattr(flash_run.os, "access", lambda path, mode: False)
+    with pytest.raises(PortError, match=r"permission denied: join the \S+ group \(sudo "
                                               r"usermod -aG \S+ \$USER\)"):
-        flash.check_port(unix_device.port)
+        flash_run.check_port(unix_device.port)
 
 
 def test_a_port_held_by_another_program_is_busy(unix_device: UnixDevice) -> None:
     holder = serial.Serial(unix_device.port, exclusive=True)
     try:
-        with pytest.raises(flash.PortError, match="is busy: another program holds it"):
-            flash.check_port(unix_device.port)
+        with pytest.raises(PortError, match="is busy: another program holds it"):
+            flash_run.check_port(unix_device.port)
     finally:
         holder.close()
-    flash.check_port(unix_device.port)
+    flash_run.check_port(unix_device.port)
 
 
 def test_unknown_board_exits_2_with_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,17 +257,17 @@ def test_unknown_board_exits_2_with_the_known_ones(capsys: pytest.CaptureFixture
 
 def test_probe_without_micropython_answer_says_to_flash_it() -> None:
     with pytest.raises(FlashError, match="did not answer like MicroPython"):
-        flash.check_probe(">>> ", PORT)
+        device_scripts.check_probe(">>> ", PORT)
 
 
 def test_probe_refuses_a_micropython_that_cannot_load_the_bundle() -> None:
     with pytest.raises(FlashError, match="loads .mpy version 5, the bundle is version 6"):
-        flash.check_probe("fieldtrack-probe 2821 1000000\n", PORT, 1000, 6)
+        device_scripts.check_probe("fieldtrack-probe 2821 1000000\n", PORT, 1000, 6)
 
 
 def test_probe_refuses_a_full_filesystem() -> None:
     with pytest.raises(FlashError, match="1 KiB free on the device, the firmware needs 60 KiB"):
-        flash.check_probe("fieldtrack-probe 2822 1024\n", PORT, 60 * 1024, 6)
+        device_scripts.check_probe("fieldtrack-probe 2822 1024\n", PORT, 60 * 1024, 6)
 
 
 def test_progress_follows_the_percentages_a_tool_prints(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +275,7 @@ def test_progress_follows_the_percentages_a_tool_prints(monkeypatch: pytest.Monk
               "    print('Writing %5s%%' % p, flush=True)\n    time.sleep(0.2)\n")
     monkeypatch.setattr(Operation, "argv", lambda self: [sys.executable, "-c", script])
     seen: list[int] = []
-    flash.run(Operation("esptool", (), units=100, meter="percent"), seen.append)
+    flash_run.run(Operation("esptool", (), units=100, meter="percent"), seen.append)
     assert sum(seen) == 100 and seen[0] < 100  # reported while it ran, not only at the end
 
 
@@ -287,14 +288,14 @@ def test_flash_copies_and_verifies_the_bundle_on_the_unix_port(
     code, out, err = fieldtrack(capsys, "flash", "--port", unix_device.port, "--board",
                                 "lilygo-t-beam", "--no-reset")
     assert code == 0, err
-    files = flash.bundle_files()
+    files = flash_bundle.bundle_files()
     assert out == "flashed lilygo-t-beam on %s: %d files, SHA-256 verified on the device\n" % (
         unix_device.port, len(files))
     reference = tmp_path / "reference"
-    flash.run_step(flash.Step("compile", flash.compile_operations(files, reference)))
+    flash_run.run_step(Step("compile", flash_bundle.compile_operations(files, reference)))
     for f in files:
-        assert unix_device.sha256(f.target) == flash.sha256_file(
-            flash.local_path(f, reference)), f.target
+        assert unix_device.sha256(f.target) == device_scripts.sha256_file(
+            flash_bundle.local_path(f, reference)), f.target
     assert not (unix_device.directory / "app.py").exists()  # it would shadow app.mpy
     result = run_micropython("import app; print(app.FW_VERSION)", cwd=unix_device.directory)
     assert result.returncode == 0 and result.stdout.strip(), result.stderr
@@ -304,13 +305,13 @@ def test_verify_hashes_on_the_device_and_catches_a_difference(unix_device: UnixD
     (unix_device.directory / "main.py").write_bytes(b"print('x')\n")
     digest = hashlib.sha256(b"print('x')\n").hexdigest()
     op = Operation("mpremote", (*flash.connect(unix_device.port, True), "exec",
-                                flash.hash_script(["main.py", "gone.mpy"])))
-    output = flash.run(op)
-    assert flash.device_hashes(output) == {"main.py": digest, "gone.mpy": "-"}
+                                device_scripts.hash_script(["main.py", "gone.mpy"])))
+    output = flash_run.run(op)
+    assert device_scripts.device_hashes(output) == {"main.py": digest, "gone.mpy": "-"}
     with pytest.raises(FlashError, match="main.py on .* differs from the bundle"):
-        flash.check_hashes({"main.py": "0" * 64}, output, unix_device.port)
+        device_scripts.check_hashes({"main.py": "0" * 64}, output, unix_device.port)
     with pytest.raises(FlashError, match="gone.mpy is missing on"):
-        flash.check_hashes({"gone.mpy": digest}, output, unix_device.port)
+        device_scripts.check_hashes({"gone.mpy": digest}, output, unix_device.port)
 
 
 # --- on a real board ----------------------------------------------------------------------------

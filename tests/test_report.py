@@ -28,9 +28,11 @@ from click.testing import CliRunner, Result
 from fieldtrack.gateway import registry
 from fieldtrack.gateway.derive import derived_seq
 from fieldtrack.gateway.store import Batch, Store, event_data_json
-from fieldtrack.tools import report as lib
+from fieldtrack.tools.report import build
 from fieldtrack.tools.report_cmd import render_csv, report
 from fieldtrack.tools.report_map import PALETTE, nice_length
+from fieldtrack.tools.report_model import parse_day
+from fieldtrack.tools.report_store import read_day
 
 DAY = "2025-03-01"
 TZ = "Europe/Berlin"
@@ -312,19 +314,19 @@ def test_the_day_is_local_a_trip_at_23_30_belongs_to_it(tmp_path: Path) -> None:
 
 
 def test_a_day_when_the_clocks_change_is_23_hours() -> None:
-    day = lib.parse_day("2025-03-09", "America/New_York")
+    day = parse_day("2025-03-09", "America/New_York")
     assert day.end - day.start == 23 * 3600
-    assert lib.parse_day("yesterday", "UTC", today=date(2025, 3, 1)).date == date(2025, 2, 28)
+    assert parse_day("yesterday", "UTC", today=date(2025, 3, 1)).date == date(2025, 2, 28)
 
 
 def test_stops_still_going_are_cut_at_now(store_path: Path) -> None:
-    day = lib.parse_day(DAY, TZ)
+    day = parse_day(DAY, TZ)
     store = Store(store_path)
     try:
-        rows = lib.read_day(store, day, ["van-1"])
+        rows = read_day(store, day, ["van-1"])
     finally:
         store.close()
-    result = lib.build(day, rows, now=at(12))
+    result = build(day, rows, now=at(12))
     assert [(s.since, s.until) for s in result.devices[0].stops] == [
         (at(8, 30), at(9, 15)), (at(9, 45), at(12))]
 
@@ -372,10 +374,10 @@ def test_nice_scale_bar_lengths() -> None:
 
 
 def test_csv_report_is_the_same_from_the_library(store_path: Path) -> None:
-    day = lib.parse_day(DAY, TZ)
+    day = parse_day(DAY, TZ)
     store = Store(store_path)
     try:
-        text = render_csv(lib.build(day, lib.read_day(store, day)))
+        text = render_csv(build(day, read_day(store, day)))
     finally:
         store.close()
     assert text == ok(store_path, "--day", DAY, "--tz", TZ, "--format", "csv")

@@ -1,7 +1,8 @@
 """``fieldtrack flash``: MicroPython (optional), then the tracker firmware, verified.
 
-A thin command over ``fieldtrack.tools.flash``: one progress bar per step, library
-errors turned into ``FlashCommandError`` (exit code 2, no traceback).
+A thin command over ``fieldtrack.tools.flash`` (the plan) and ``flash_run`` (running it):
+one progress bar per step, library errors turned into ``FlashCommandError`` (exit code
+2, no traceback).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import click
 
-from . import flash as flashing
 from .boards import BoardError, list_boards, load_board
 from .errors import FieldtrackError
+from .flash import ESPTOOL_BAUD, flash_plan
+from .flash_bundle import bundle_files
+from .flash_run import check_port, run_step
+from .flash_steps import FlashError
 
 
 class FlashCommandError(FieldtrackError):
@@ -29,7 +33,7 @@ class FlashCommandError(FieldtrackError):
 @click.option("--micropython", "image", type=click.Path(exists=True, dir_okay=False,
                                                          path_type=Path),
               help="A MicroPython .bin to install first (erases the whole flash).")
-@click.option("--baud", default=flashing.ESPTOOL_BAUD, show_default=True,
+@click.option("--baud", default=ESPTOOL_BAUD, show_default=True,
               help="Baud rate for writing the MicroPython image.")
 @click.option("--no-reset", is_flag=True,
               help="Attach without a soft reset (mpremote resume): for the MicroPython unix "
@@ -47,19 +51,19 @@ def flash(port: str, board_name: str, image: Path | None, baud: int, no_reset: b
         raise FlashCommandError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="fieldtrack-flash-") as work:
         try:
-            flashing.check_port(port)
+            check_port(port)
             for caveat in board.caveats:
                 click.echo("note: %s: %s" % (board.name, caveat), err=True)
-            steps = flashing.flash_plan(board, port, Path(work), image=image, baud=baud,
+            steps = flash_plan(board, port, Path(work), image=image, baud=baud,
                                         reset=not no_reset)
             width = max(len(step.label) for step in steps)
             for step in steps:
                 with click.progressbar(length=step.units, label=step.label.ljust(width),
                                        file=sys.stderr) as bar:
-                    flashing.run_step(step, bar.update)
-        except flashing.FlashError as exc:
+                    run_step(step, bar.update)
+        except FlashError as exc:
             raise FlashCommandError(str(exc)) from None
-    files = len(flashing.bundle_files())
+    files = len(bundle_files())
     click.echo("flashed %s on %s: %d files, SHA-256 verified on the device" % (
         board.name, port, files))
     click.echo("next: fieldtrack provision DEVICE_ID --board %s --port %s ..." % (

@@ -18,14 +18,11 @@ import serial
 
 from .console import PortError, open_port
 from .errors import FieldtrackError
-from .gnss_monitor import (
-    CN0_GOOD,
-    ConstellationView,
-    FixType,
-    GnssMonitor,
-    Satellite,
-    StreamStats,
-)
+from .gnss_checks import CN0_GOOD
+from .gnss_monitor import GnssMonitor
+from .gnss_sky import ConstellationView, Satellite
+from .nmea_fields import FixType
+from .nmea_stream import StreamStats
 
 REDRAWS_PER_SECOND = 4
 MAX_REPLAY_WAIT = 2.0   # s: longer gaps in a capture are not waited out on replay

@@ -28,16 +28,9 @@ from fieldtrack.gateway.store import Store
 from fieldtrack.protocol import topics
 
 from .boards import Board
-from .flash import (
-    Operation,
-    Step,
-    check_hashes,
-    check_probe,
-    connect,
-    hash_script,
-    probe_script,
-    sha256_file,
-)
+from .device_scripts import check_hashes, check_probe, hash_script, probe_script, sha256_file
+from .flash import connect
+from .flash_steps import Operation, Step
 
 MQTT_PORT, MQTT_TLS_PORT = 1883, 8883
 KEEPALIVE_S = 60

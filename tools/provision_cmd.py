@@ -17,10 +17,11 @@ from click.core import ParameterSource
 from fieldtrack.gateway import registry
 from fieldtrack.gateway.store import Store, StoreError
 
-from . import flash as flashing
 from . import provision as prov
 from .boards import BoardError, list_boards, load_board
 from .errors import FieldtrackError
+from .flash_run import check_port, run_step
+from .flash_steps import FlashError, Step
 
 STORE_ENV = "FIELDTRACK_STORE"
 
@@ -29,10 +30,10 @@ class ProvisionCommandError(FieldtrackError):
     """Bad arguments, board, store or destination; or a device that did not take the config."""
 
 
-def _run(step: flashing.Step) -> None:
+def _run(step: Step) -> None:
     with click.progressbar(length=step.units, label=step.label,
                            file=sys.stderr) as bar:
-        flashing.run_step(step, bar.update)
+        run_step(step, bar.update)
 
 
 @click.command("provision")
@@ -92,12 +93,12 @@ def provision(ctx: click.Context, device_id: str, board_name: str, port: str | N
         click.echo("note: %s: %s" % (board.name, caveat), err=True)
     try:
         if port is not None:
-            flashing.check_port(port)
+            check_port(port)
             _run(prov.probe_step(port, not no_reset))
         else:
             assert output is not None
             prov.check_output(output, force)
-    except (flashing.FlashError, prov.ProvisionError) as exc:
+    except (FlashError, prov.ProvisionError) as exc:
         raise ProvisionCommandError(str(exc)) from None
 
     try:
@@ -125,7 +126,7 @@ def provision(ctx: click.Context, device_id: str, board_name: str, port: str | N
                 for step in prov.device_steps(port, config_file, not no_reset):
                     _run(step)
             where = "%s on %s" % (prov.CONFIG_NAME, port)
-    except (OSError, flashing.FlashError) as exc:
+    except (OSError, FlashError) as exc:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ProvisionCommandError(
             "%s\n%s is registered but its config was not written: fix this and run again "

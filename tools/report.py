@@ -12,336 +12,40 @@ Distance and driving time are the trips' (``trip_end`` events: the gateway's own
 jitter-proof odometer). A device without any trip that day falls back to the fixes:
 the same odometer rule (``gateway/motion.py``) over its unflagged fixes.
 
-``read_day`` is the edge that queries the store; ``build`` is pure: rows in, a
-``Report`` out. The renderings (table, CSV, HTML, map) are elsewhere.
+``build`` is pure: rows in, a ``Report`` out. The types are in ``report_model``, the
+edge that queries the store is ``report_store.read_day``, and the renderings (table,
+CSV, HTML, map) are elsewhere.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
 from itertools import pairwise
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 from fieldtrack.gateway.geofence import M_PER_DEG, Fence
 from fieldtrack.gateway.motion import MotionConfig
 from fieldtrack.gateway.position_filter import distance_m
-from fieldtrack.gateway.store import Store
 
-from .export import ExportError, Query, check_query
+from .report_model import (
+    FENCE_KINDS,
+    Check,
+    Day,
+    DeviceDay,
+    DeviceRows,
+    Event,
+    FenceEvent,
+    FenceShape,
+    Fix,
+    Overspeed,
+    Report,
+    Span,
+    Trip,
+    Visit,
+)
 
-DEFAULT_TZ = "UTC"
-LOOKAHEAD_S = 86400  # a trip that starts today may end tomorrow: its trip_end is read too
 MOTION = MotionConfig()  # the gateway's defaults: moving speed, odometer step, data gap
-FENCE_KINDS = {"geofence_enter": "enter", "geofence_exit": "exit", "geofence_dwell": "dwell"}
-DERIVED_KINDS = ("trip_start", "trip_end", "stop", "idle", "overspeed", "visit",
-                 *FENCE_KINDS)
-
-
-class ReportError(Exception):
-    """A report that cannot be made: the message names the option and says what to give."""
-
-
-# --- the day ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Day:
-    """One local calendar day: ``start`` <= t < ``end``, in Unix seconds."""
-
-    date: date
-    tz: ZoneInfo
-    start: int
-    end: int
-
-    def local(self, t: float) -> datetime:
-        return datetime.fromtimestamp(t, self.tz)
-
-
-def zone(name: str) -> ZoneInfo:
-    """``--tz`` value -> a time zone; an unknown name is the user's mistake, told so."""
-    try:
-        return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ReportError("--tz: %r is not a time zone: give an IANA name like Europe/Berlin "
-                          "or UTC" % name) from None
-
-
-def parse_day(text: str, tz_name: str = DEFAULT_TZ, today: date | None = None) -> Day:
-    """``--day`` value (``2025-03-01``, ``today``, ``yesterday``) in ``tz_name`` -> a Day.
-
-    ``today`` defaults to the current date in that zone.
-    """
-    tz = zone(tz_name)
-    s = text.strip().lower()
-    if s in ("today", "yesterday"):
-        d = today if today is not None else datetime.now(tz).date()
-        d -= timedelta(days=1 if s == "yesterday" else 0)
-    else:
-        try:
-            d = date.fromisoformat(s)
-        except ValueError:
-            raise ReportError("--day: %r is not a date: give YYYY-MM-DD (2025-03-01), today "
-                              "or yesterday" % text) from None
-    start = datetime.combine(d, time(0), tzinfo=tz)
-    end = datetime.combine(d + timedelta(days=1), time(0), tzinfo=tz)
-    return Day(d, tz, int(start.timestamp()), int(end.timestamp()))
-
-
-# --- rows in ------------------------------------------------------------------------
-
-
-class Fix(NamedTuple):
-    t: int
-    lat: int  # 1e-7 degrees, as stored
-    lon: int
-    spd: int  # km/h
-    acc: int  # metres
-    ign: bool
-
-
-class Event(NamedTuple):
-    """A derived event (``boot = -1`` in the store)."""
-
-    t: int
-    kind: str
-    lat: int | None
-    lon: int | None
-    data: dict[str, Any]
-
-
-class VisitRow(NamedTuple):
-    site: str
-    arrive: int
-    leave: int
-    duration_s: int
-    lat: int
-    lon: int
-
-
-class CheckRow(NamedTuple):
-    t: int
-    kind: str  # check_in or check_out
-    site: str
-    accepted: bool
-    reason: str
-    distance_m: float | None
-    lat: int | None
-    lon: int | None
-
-
-@dataclass
-class DeviceRows:
-    """What the store holds for one device around one day (see ``read_day``)."""
-
-    device: str
-    name: str = ""
-    fixes: list[Fix] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    visits: list[VisitRow] = field(default_factory=list)
-    checks: list[CheckRow] = field(default_factory=list)
-
-
-# --- a report out -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trip:
-    start: int
-    end: int
-    distance_m: int
-    duration_s: int
-    max_kmh: int
-    avg_kmh: float
-
-
-@dataclass(frozen=True)
-class Span:
-    """A stop or an idle period: still since ``since``, until ``until``, at lat/lon."""
-
-    since: int
-    until: int
-    lat: float | None
-    lon: float | None
-
-    @property
-    def seconds(self) -> int:
-        return self.until - self.since
-
-
-@dataclass(frozen=True)
-class Visit:
-    site: str
-    name: str
-    arrive: int
-    leave: int
-    duration_s: int
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True)
-class FenceEvent:
-    t: int
-    event: str  # enter, exit or dwell
-    fence: str
-    name: str
-    kind: str  # the fence's kind: site, customer, depot, no-go, ...
-    lat: float | None
-    lon: float | None
-
-
-@dataclass(frozen=True)
-class Overspeed:
-    t: int
-    seconds: int
-    limit_kmh: int
-    max_kmh: int
-    lat: float | None
-    lon: float | None
-
-
-@dataclass(frozen=True)
-class Check:
-    t: int
-    kind: str
-    site: str
-    accepted: bool
-    reason: str
-    distance_m: float | None
-    lat: float | None
-    lon: float | None
-
-
-@dataclass(frozen=True)
-class DeviceDay:
-    device: str
-    name: str
-    distance_m: int
-    distance_from: str  # "trips", or "positions" when the device made no trip that day
-    driving_s: int
-    max_kmh: int
-    trips: tuple[Trip, ...]
-    stops: tuple[Span, ...]
-    idles: tuple[Span, ...]
-    visits: tuple[Visit, ...]
-    fence_events: tuple[FenceEvent, ...]
-    overspeeds: tuple[Overspeed, ...]
-    checks: tuple[Check, ...]
-    track: tuple[tuple[int, float, float], ...]  # (t, lat, lon) of the day's unflagged fixes
-
-    @property
-    def stop_s(self) -> int:
-        return sum(s.seconds for s in self.stops)
-
-    @property
-    def idle_s(self) -> int:
-        return sum(s.seconds for s in self.idles)
-
-    @property
-    def first_fix(self) -> int | None:
-        return self.track[0][0] if self.track else None
-
-    @property
-    def last_fix(self) -> int | None:
-        return self.track[-1][0] if self.track else None
-
-
-@dataclass(frozen=True)
-class FenceShape:
-    """A fence to draw, in degrees: polygons (rings of (lat, lon)) or a circle."""
-
-    id: str
-    name: str
-    kind: str
-    polygons: tuple[tuple[tuple[tuple[float, float], ...], ...], ...]  # exterior, holes...
-    circle: tuple[float, float, float] | None = None  # lat, lon, radius in metres
-
-
-@dataclass(frozen=True)
-class Report:
-    day: Day
-    devices: tuple[DeviceDay, ...]
-    fences: tuple[FenceShape, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.devices
-
-
-# --- the store edge -----------------------------------------------------------------
-
-
-def read_day(store: Store, day: Day, devices: Sequence[str] = ()) -> list[DeviceRows]:
-    """The rows of ``day`` for these devices (all with data then, when none are given).
-
-    A ``--device`` the store has never heard of is refused, naming the option.
-    """
-    try:
-        check_query(store, Query(devices=tuple(devices)))
-    except ExportError as exc:
-        raise ReportError(str(exc)) from None
-    db = store.db
-    wanted = list(dict.fromkeys(devices)) or sorted(
-        set().union(*(_distinct_devices(store, table)
-                      for table in ("positions", "events", "visits", "attendance"))))
-    names = {d.id: d.name for d in store.devices().values()}
-    window = (day.start, day.end)
-    out = []
-    for device in wanted:
-        rows = DeviceRows(device, names.get(device, ""))
-        for t, lat, lon, spd, acc, ign, flagged in db.execute(
-                "SELECT t, lat, lon, spd, acc, ign, flagged FROM positions WHERE device=? "
-                "AND t >= ? AND t < ? ORDER BY t, ms, id", (device, *window)):
-            if not flagged:  # a fix that failed a filter is not drawn or measured
-                rows.fixes.append(Fix(t, lat, lon, spd, acc, bool(ign)))
-        for t, kind, lat, lon, data in db.execute(
-                "SELECT t, kind, lat, lon, data FROM events WHERE device=? AND boot=-1 "
-                "AND t >= ? AND t < ? AND kind IN (%s) ORDER BY t, id"
-                % ", ".join("?" * len(DERIVED_KINDS)),
-                (device, day.start, day.end + LOOKAHEAD_S, *DERIVED_KINDS)):
-            rows.events.append(Event(t, kind, lat, lon, _json(data)))
-        rows.visits.extend(VisitRow(*r) for r in db.execute(
-            "SELECT site, arrive, leave, duration_s, lat, lon FROM visits WHERE device=? "
-            "AND arrive >= ? AND arrive < ? ORDER BY arrive, id", (device, *window)))
-        rows.checks.extend(
-            CheckRow(t, kind, site, bool(accepted), reason, distance, lat, lon)
-            for t, kind, site, accepted, reason, distance, lat, lon in db.execute(
-                "SELECT t, kind, site, accepted, reason, distance_m, lat, lon FROM attendance "
-                "WHERE device=? AND t >= ? AND t < ? ORDER BY t, id", (device, *window)))
-        out.append(rows)
-    return out
-
-
-def _distinct_devices(store: Store, table: str) -> set[str]:
-    # Every table has an index that starts with the device: walking it device by device
-    # costs a lookup per device, where DISTINCT would read every row.
-    rows = store.db.execute(
-        "WITH RECURSIVE d(x) AS (SELECT MIN(device) FROM %s UNION ALL "
-        "SELECT (SELECT MIN(device) FROM %s WHERE device > x) FROM d WHERE x IS NOT NULL) "
-        "SELECT x FROM d WHERE x IS NOT NULL" % (table, table))
-    return {r[0] for r in rows}
-
-
-def _json(text: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def data_range(store: Store) -> tuple[int, int] | None:
-    """The first and last fix time in the store, to tell a user where the data is."""
-    row = store.db.execute("SELECT MIN(t), MAX(t) FROM positions").fetchone()
-    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
-
-
-# --- pure: rows -> report -----------------------------------------------------------
 
 
 def build(day: Day, rows: Iterable[DeviceRows], fences: Sequence[Fence] = (),

@@ -1,9 +1,10 @@
 """``fieldtrack report``: a day per device, as a terminal table, CSV or an HTML page with a map.
 
-A thin command line over ``fieldtrack.tools.report`` (the figures) and
-``fieldtrack.tools.report_map`` (the map). The three renderings show the same tables
-(``tables``): a summary row per device, then trips, stops, idling, visits, geofence
-events, overspeed and attendance, one row each, with a device column.
+A thin command line over ``fieldtrack.tools.report_store`` (the rows),
+``fieldtrack.tools.report`` (the figures) and ``fieldtrack.tools.report_map`` (the map).
+The three renderings show the same tables (``tables``): a summary row per device, then
+trips, stops, idling, visits, geofence events, overspeed and attendance, one row each,
+with a device column.
 
 CSV layout: one file, one section per table, sections separated by an empty line.
 Each section starts with its header row, whose first cell is ``table``; every data row
@@ -37,10 +38,12 @@ from fieldtrack.gateway.geofence import Fence, FenceError
 from fieldtrack.gateway.geofence import load as load_fences
 from fieldtrack.gateway.store import Store, StoreError
 
-from . import report as lib
 from .errors import FieldtrackError
 from .export_cmd import STORE_ENV
+from .report import build
 from .report_map import device_colours, render_svg
+from .report_model import DEFAULT_TZ, Day, Report, ReportError, parse_day
+from .report_store import data_range, read_day
 
 FORMATS = ("table", "csv", "html")
 SUFFIXES = {".csv": "csv", ".html": "html", ".htm": "html", ".txt": "table"}
@@ -72,7 +75,7 @@ def _cols(*spec: tuple[str, str, str]) -> tuple[Column, ...]:
     return (Column("device", "device", "text"), *(Column(*s) for s in spec))
 
 
-def tables(report: lib.Report) -> list[Table]:
+def tables(report: Report) -> list[Table]:
     """The report's tables, summary first; detail rows in device, then time order."""
     ds = report.devices
     return [
@@ -136,7 +139,7 @@ def tables(report: lib.Report) -> list[Table]:
 NUMERIC = ("int", "float", "km", "duration", "coord")
 
 
-def shown(kind: str, value: Any, day: lib.Day) -> str:
+def shown(kind: str, value: Any, day: Day) -> str:
     """A value as the table and the page show it: local times, h:mm:ss, km."""
     if value is None or value == "":
         return "-"
@@ -157,7 +160,7 @@ def shown(kind: str, value: Any, day: lib.Day) -> str:
     return str(value)
 
 
-def raw(kind: str, value: Any, day: lib.Day) -> str:
+def raw(kind: str, value: Any, day: Day) -> str:
     """A value as CSV holds it: exact, with units in the header."""
     if value is None:
         return ""
@@ -172,12 +175,12 @@ def raw(kind: str, value: Any, day: lib.Day) -> str:
     return str(value)
 
 
-def _when(report: lib.Report) -> str:
+def _when(report: Report) -> str:
     day = report.day
     return "%s (%s)" % (day.date.strftime("%A %Y-%m-%d"), day.tz.key)
 
 
-def _nothing(report: lib.Report, devices: tuple[str, ...]) -> str:
+def _nothing(report: Report, devices: tuple[str, ...]) -> str:
     who = " for %s" % ", ".join(devices) if devices else ""
     return "No activity on %s%s: no positions or events that day." % (_when(report), who)
 
@@ -185,7 +188,7 @@ def _nothing(report: lib.Report, devices: tuple[str, ...]) -> str:
 # --- renderings ---------------------------------------------------------------------
 
 
-def render_table(report: lib.Report, devices: tuple[str, ...] = ()) -> str:
+def render_table(report: Report, devices: tuple[str, ...] = ()) -> str:
     """Aligned columns for a terminal: a title line, then each table (or "none")."""
     lines = ["fieldtrack day report: %s" % _when(report), ""]
     if report.empty:
@@ -212,7 +215,7 @@ def render_table(report: lib.Report, devices: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def render_csv(report: lib.Report) -> str:
+def render_csv(report: Report) -> str:
     """Sections as described in this module's docstring."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -243,7 +246,7 @@ svg.map { max-width: 100%; height: auto; border: 1px solid #ccc; }
 """
 
 
-def render_html(report: lib.Report, devices: tuple[str, ...] = ()) -> str:
+def render_html(report: Report, devices: tuple[str, ...] = ()) -> str:
     """One self-contained page: inline CSS and SVG, nothing loaded from anywhere."""
     day = report.day
     start, end = day.local(day.start), day.local(day.end)
@@ -281,7 +284,7 @@ def _stamp(local: datetime) -> str:
     return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _html_table(table: Table, day: lib.Day, colours: dict[str, str]) -> str:
+def _html_table(table: Table, day: Day, colours: dict[str, str]) -> str:
     out = ['<section id="%s"><h2>%s</h2>' % (table.name, escape(table.title))]
     if not table.rows:
         out.append('<p class="none">none</p></section>')
@@ -314,7 +317,7 @@ def _html_table(table: Table, day: lib.Day, colours: dict[str, str]) -> str:
               help="The local day: YYYY-MM-DD, today or yesterday.")
 @click.option("--device", "devices", multiple=True, metavar="ID",
               help="Only this device (repeat for several; default: all with data that day).")
-@click.option("--tz", "tz_name", default=lib.DEFAULT_TZ, show_default=True, metavar="ZONE",
+@click.option("--tz", "tz_name", default=DEFAULT_TZ, show_default=True, metavar="ZONE",
               help="Time zone of the day and of the times shown (IANA, e.g. Europe/Berlin).")
 @click.option("--fences", "fences_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="GeoJSON fences file: fence names, and the fences drawn on the map.")
@@ -330,8 +333,8 @@ def report(store_path: str, day: str, devices: tuple[str, ...], tz_name: str,
         fmt = SUFFIXES.get(Path(output).suffix.lower(), "table") if output != "-" else "table"
     devices = tuple(dict.fromkeys(devices))
     try:
-        the_day = lib.parse_day(day, tz_name)
-    except lib.ReportError as exc:
+        the_day = parse_day(day, tz_name)
+    except ReportError as exc:
         raise ReportCommandError(str(exc)) from None
     fences = _fences(fences_path)
     if not Path(store_path).exists():
@@ -342,13 +345,13 @@ def report(store_path: str, day: str, devices: tuple[str, ...], tz_name: str,
     except StoreError as exc:
         raise ReportCommandError(str(exc)) from None
     try:
-        rows = lib.read_day(store, the_day, devices)
-        span = lib.data_range(store)
-    except lib.ReportError as exc:
+        rows = read_day(store, the_day, devices)
+        span = data_range(store)
+    except ReportError as exc:
         raise ReportCommandError(str(exc)) from None
     finally:
         store.close()
-    result = lib.build(the_day, rows, fences, now=int(time.time()))
+    result = build(the_day, rows, fences, now=int(time.time()))
     renderers: dict[str, Callable[[], str]] = {
         "table": lambda: render_table(result, devices),
         "csv": lambda: render_csv(result),

@@ -22,7 +22,8 @@ from typing import Protocol
 
 from fieldtrack.gateway.geofence import M_PER_DEG
 
-from .report import MOTION, DeviceDay, FenceShape, Report
+from .report import MOTION
+from .report_model import DeviceDay, FenceShape, Report
 
 WIDTH = 960
 MIN_HEIGHT, MAX_HEIGHT = 420, 760
