@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fieldtrack.tools import simulate as sim  # noqa: E402
+from fieldtrack.tools.sim_config import FleetConfig, device_ids  # noqa: E402
+from fieldtrack.tools.sim_register import register_devices  # noqa: E402
 
 CLI = ("import sys\nfrom fieldtrack.tools.cli import cli, main\n"
        "from fieldtrack.tools.simulate_cmd import simulate\n"
@@ -170,7 +171,7 @@ def main() -> None:
         try:
             store = Path(tmp) / "fieldtrack.db"
             t = time.monotonic()
-            sim.register_devices(store, sim.device_ids(sim.FleetConfig(devices=opts.devices)))
+            register_devices(store, device_ids(FleetConfig(devices=opts.devices)))
             registered = time.monotonic() - t
             runs = [("real time", 1.0)] + [("saturated, round %d" % (n + 1),
                                             opts.saturated_speedup) for n in range(opts.rounds)]

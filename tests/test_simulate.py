@@ -27,7 +27,14 @@ from fieldtrack.gateway.geofence import FenceIndex
 from fieldtrack.gateway.pipeline import Pipeline, PipelineConfig
 from fieldtrack.gateway.store import Batch, Device
 from fieldtrack.protocol import cose, fast, frames
-from fieldtrack.tools import simulate as sim
+from fieldtrack.tools.sim_clock import SimClock
+from fieldtrack.tools.sim_config import FleetConfig, device_ids
+from fieldtrack.tools.sim_errors import SimulateError
+from fieldtrack.tools.sim_gpx import load_gpx
+from fieldtrack.tools.sim_register import register_devices
+from fieldtrack.tools.sim_signer import Signer
+from fieldtrack.tools.sim_tracker import MAX_BATCH, SimDevice
+from fieldtrack.tools.simulate import Fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -44,13 +51,13 @@ def key_of(device_id: str) -> bytes:
     return device_id.encode().ljust(32, b"k")
 
 
-def run_fleet(cfg: sim.FleetConfig, hours: float, signed: bool = True
-              ) -> tuple[sim.Fleet, list[tuple[str, bytes, bool]], int]:
+def run_fleet(cfg: FleetConfig, hours: float, signed: bool = True
+              ) -> tuple[Fleet, list[tuple[str, bytes, bool]], int]:
     """Simulate ``hours`` ending a minute ago; returns the fleet, its messages, the start."""
     t0 = int(time.time() - hours * HOUR - 60)
     keys: dict[str, bytes | None] = {d: key_of(d) if signed else None
-                                     for d in sim.device_ids(cfg)}
-    fleet = sim.Fleet.build(cfg, t0, keys)
+                                     for d in device_ids(cfg)}
+    fleet = Fleet.build(cfg, t0, keys)
     out = fleet.advance(t0 + hours * HOUR) + fleet.drain()
     return fleet, out, t0
 
@@ -83,15 +90,15 @@ def records(frame: dict[str, Any]) -> list[tuple[int, int]]:
 def test_the_signer_makes_the_bytes_of_cose_sign(size: int, key_len: int) -> None:
     payload = bytes(range(256)) * 4
     key = bytes(range(7, 7 + key_len))
-    signer = sim.Signer(key, "van-0012")
+    signer = Signer(key, "van-0012")
     assert signer.sign(payload[:size]) == cose.sign(payload[:size], key, "van-0012")
 
 
 def test_every_frame_passes_the_gateway_pipeline_without_a_reject() -> None:
-    cfg = sim.FleetConfig(devices=8, seed=3, gaps=True, reboots=True, gap_every_s=1200,
+    cfg = FleetConfig(devices=8, seed=3, gaps=True, reboots=True, gap_every_s=1200,
                           reboot_every_s=2 * HOUR)
     fleet, out, _ = run_fleet(cfg, 3)
-    registry = {d: Device(d, "sim", key_of(d), True) for d in sim.device_ids(cfg)}
+    registry = {d: Device(d, "sim", key_of(d), True) for d in device_ids(cfg)}
     engine = EventEngine(DeriveConfig(), FenceIndex([]), {}, time.time)
     pipeline = Pipeline(PipelineConfig(), registry, {}, engine)
     batch = Batch()
@@ -109,7 +116,7 @@ def test_every_frame_passes_the_gateway_pipeline_without_a_reject() -> None:
 
 
 def test_frames_are_unsigned_without_a_key() -> None:
-    _, out, _ = run_fleet(sim.FleetConfig(devices=2), 0.2, signed=False)
+    _, out, _ = run_fleet(FleetConfig(devices=2), 0.2, signed=False)
     uplink = [payload for topic, payload, _ in out if topic.startswith("ft/u/")]
     assert uplink and not any(cose.is_mac0(p) for p in uplink)
     assert all(fast.decode(p)["type"] in frames.UPLINK_TYPES for p in uplink)
@@ -128,7 +135,7 @@ def write_gpx(path: Path) -> None:
                     '</trk></gpx>' % body)
 
 
-def policy_choice(device: sim.SimDevice, t0: int, t1: int) -> list[int]:
+def policy_choice(device: SimDevice, t0: int, t1: int) -> list[int]:
     """The fix times the firmware's policy picks when it sees this van's fix every second."""
     chosen, last_ign = [], None
     pol = firmware_policy.Policy()
@@ -146,22 +153,22 @@ def policy_choice(device: sim.SimDevice, t0: int, t1: int) -> list[int]:
 def test_reports_are_those_the_firmware_policy_picks(route: str, tmp_path: Path) -> None:
     if route == "gpx":
         write_gpx(tmp_path / "route.gpx")
-        cfg = sim.FleetConfig(devices=1, route=sim.load_gpx(tmp_path / "route.gpx"),
+        cfg = FleetConfig(devices=1, route=load_gpx(tmp_path / "route.gpx"),
                               gnss_noise_m=0.0, presence=False, start_spread_s=0)
     else:
-        cfg = sim.FleetConfig(devices=1, seed=5, gnss_noise_m=0.0, presence=False,
+        cfg = FleetConfig(devices=1, seed=5, gnss_noise_m=0.0, presence=False,
                               start_spread_s=0)
     t0, t1 = 1_767_261_600, 1_767_261_600 + 3 * HOUR
-    fleet = sim.Fleet.build(cfg, t0)
+    fleet = Fleet.build(cfg, t0)
     out = fleet.advance(t1 - 1)
     reported = [f["t"] for _, f in decoded(out) if f["type"] == "position"]
-    reference = sim.Fleet.build(cfg, t0).devices[0]  # the same van, seen every second
+    reference = Fleet.build(cfg, t0).devices[0]  # the same van, seen every second
     assert reported == policy_choice(reference, t0, t1)
     assert len(reported) > 200  # driving: about one in 10 s; parked: one in 15 min
 
 
 def test_a_van_reports_every_10_s_driving_and_every_15_min_parked() -> None:
-    _, out, _ = run_fleet(sim.FleetConfig(devices=1, seed=2, gnss_noise_m=0.0), 4)
+    _, out, _ = run_fleet(FleetConfig(devices=1, seed=2, gnss_noise_m=0.0), 4)
     fixes = [f for _, f in decoded(out) if f["type"] == "position"]
     gaps = [(b["t"] - a["t"], a["ign"], b["ign"]) for a, b in zip(fixes, fixes[1:], strict=False)]
     driving = [dt for dt, a, b in gaps if a and b]
@@ -174,7 +181,7 @@ def test_a_van_reports_every_10_s_driving_and_every_15_min_parked() -> None:
 
 
 def test_a_gap_sends_its_fixes_late_as_batches_with_buf_and_loses_none() -> None:
-    cfg = sim.FleetConfig(devices=3, seed=4, gaps=True, gap_every_s=1200, gap_s=(300, 900))
+    cfg = FleetConfig(devices=3, seed=4, gaps=True, gap_every_s=1200, gap_s=(300, 900))
     fleet, out, _ = run_fleet(cfg, 3)
     per_device: dict[str, list[tuple[int, int]]] = defaultdict(list)
     batches = 0
@@ -184,7 +191,7 @@ def test_a_gap_sends_its_fixes_late_as_batches_with_buf_and_loses_none() -> None
             batches += 1
             assert all(fix["buf"] for fix in frame["fixes"])
             times = [fix["t"] for fix in frame["fixes"]]
-            assert times == sorted(times) and 1 <= len(times) <= sim.MAX_BATCH
+            assert times == sorted(times) and 1 <= len(times) <= MAX_BATCH
         elif frame["type"] == "position":
             assert not frame["buf"]
     assert batches >= 6
@@ -196,9 +203,9 @@ def test_a_gap_sends_its_fixes_late_as_batches_with_buf_and_loses_none() -> None
 
 
 def test_batched_fixes_arrive_later_than_they_were_taken() -> None:
-    cfg = sim.FleetConfig(devices=1, seed=6, gaps=True, gap_every_s=900, gap_s=(400, 400))
+    cfg = FleetConfig(devices=1, seed=6, gaps=True, gap_every_s=900, gap_s=(400, 400))
     t0 = 1_767_261_600
-    fleet = sim.Fleet.build(cfg, t0)
+    fleet = Fleet.build(cfg, t0)
     lateness = []
     for t in range(t0, t0 + 3 * HOUR, 10):  # publish time is when a step emits the frame
         for _, payload, _ in fleet.advance(t):
@@ -209,7 +216,7 @@ def test_batched_fixes_arrive_later_than_they_were_taken() -> None:
 
 
 def test_a_reboot_counts_boot_up_and_starts_seq_again_with_a_boot_event() -> None:
-    cfg = sim.FleetConfig(devices=4, seed=8, reboots=True, reboot_every_s=1800)
+    cfg = FleetConfig(devices=4, seed=8, reboots=True, reboot_every_s=1800)
     fleet, out, _ = run_fleet(cfg, 3)
     firsts: dict[tuple[str, int], dict[str, Any]] = {}
     last: dict[str, tuple[int, int]] = {}
@@ -235,8 +242,8 @@ def test_a_reboot_counts_boot_up_and_starts_seq_again_with_a_boot_event() -> Non
 
 def test_a_gpx_route_is_driven_where_the_file_says(tmp_path: Path) -> None:
     write_gpx(tmp_path / "route.gpx")
-    route = sim.load_gpx(tmp_path / "route.gpx")
-    cfg = sim.FleetConfig(devices=3, route=route)
+    route = load_gpx(tmp_path / "route.gpx")
+    cfg = FleetConfig(devices=3, route=route)
     _, out, _ = run_fleet(cfg, 1)
     fixes = [f for _, f in decoded(out) if f["type"] == "position"]
     assert all(524_999_000 < f["lat"] < 525_151_000 for f in fixes)
@@ -256,14 +263,14 @@ def test_a_bad_gpx_file_is_named_with_its_problem(tmp_path: Path, text: str,
                                                   message: str) -> None:
     path = tmp_path / "bad.gpx"
     path.write_text(text)
-    with pytest.raises(sim.SimulateError) as info:
-        sim.load_gpx(path)
+    with pytest.raises(SimulateError) as info:
+        load_gpx(path)
     assert str(path) in str(info.value) and message in str(info.value)
 
 
 def test_the_clock_replays_the_past_and_never_runs_ahead() -> None:
     wall, mono = [1_000_000.0], [0.0]
-    clock = sim.SimClock(10, 60, wall=lambda: wall[0] + mono[0], mono=lambda: mono[0])
+    clock = SimClock(10, 60, wall=lambda: wall[0] + mono[0], mono=lambda: mono[0])
     assert clock.now() == 1_000_000.0 - 540
     mono[0] = 30
     assert clock.now() == 1_000_000.0 - 540 + 300
@@ -279,8 +286,8 @@ def test_the_clock_replays_the_past_and_never_runs_ahead() -> None:
 def test_every_published_record_is_stored_exactly_once(tmp_path: Path,
                                                        mosquitto_broker: Broker) -> None:
     db = tmp_path / "fieldtrack.db"
-    cfg = sim.FleetConfig(devices=20)
-    sim.register_devices(db, sim.device_ids(cfg))  # before the gateway loads its registry
+    cfg = FleetConfig(devices=20)
+    register_devices(db, device_ids(cfg))  # before the gateway loads its registry
     gw = GatewayProcess(write_config(tmp_path, mosquitto_broker.port), tmp_path / "gw.log")
     gw.start()
     try:

@@ -32,19 +32,25 @@ from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.service import Gateway
 from fieldtrack.gateway.store import StoreError
 
-from . import simulate as sim
+from .sim_background import BackgroundFleet
+from .sim_clock import SimClock
+from .sim_config import FleetConfig, device_ids
+from .sim_grid import GridCity, Site
+from .sim_mqtt import MqttRunner
+from .sim_register import register_devices
+from .simulate import Fleet
 
 log = logging.getLogger("fieldtrack.demo")
 
 DEFAULT_BROKER = ("127.0.0.1", 1883)
-CITY = sim.GridCity()
-DEPOT = sim.Site("depot", "Depot Mitte", (0, 0))
+CITY = GridCity()
+DEPOT = Site("depot", "Depot Mitte", (0, 0))
 CUSTOMERS = (
-    sim.Site("acme", "ACME GmbH", (3, 2)),
-    sim.Site("baeckerei-koch", "Baeckerei Koch", (-4, 3)),
-    sim.Site("charite", "Charite, building 4", (5, -3)),
-    sim.Site("hotel-adlon", "Hotel am Park", (-2, -4)),
-    sim.Site("schule-nord", "Grundschule Nord", (1, 5)),
+    Site("acme", "ACME GmbH", (3, 2)),
+    Site("baeckerei-koch", "Baeckerei Koch", (-4, 3)),
+    Site("charite", "Charite, building 4", (5, -3)),
+    Site("hotel-adlon", "Hotel am Park", (-2, -4)),
+    Site("schule-nord", "Grundschule Nord", (1, 5)),
 )
 SITE_RADIUS_M = 70
 DEPOT_RADIUS_M = 100
@@ -58,7 +64,7 @@ class DemoError(Exception):
 # --- the pieces --------------------------------------------------------------------
 
 
-def fences_document(city: sim.GridCity = CITY) -> dict[str, Any]:
+def fences_document(city: GridCity = CITY) -> dict[str, Any]:
     """The demo sites as GeoJSON circles: customers and the depot."""
     features = []
     for site, kind, radius in [(DEPOT, "depot", DEPOT_RADIUS_M)] + [
@@ -303,8 +309,8 @@ class Demo:
         self.db_path = self.directory / "fieldtrack.db"
         self.broker: LocalBroker | None = None
         self.gateway: GatewayThread | None = None
-        self.fleet: sim.BackgroundFleet | None = None
-        self.clock: sim.SimClock | None = None
+        self.fleet: BackgroundFleet | None = None
+        self.clock: SimClock | None = None
         self.van_ids: list[str] = []
         self.host, self.port = options.broker or DEFAULT_BROKER
 
@@ -327,11 +333,11 @@ class Demo:
             log.info("started Mosquitto on 127.0.0.1:%d", self.port)
         fences = self.directory / "fences.geojson"
         fences.write_text(json.dumps(fences_document(), indent=1) + "\n")
-        cfg = sim.FleetConfig(devices=self.options.vans, prefix="demo-van",
+        cfg = FleetConfig(devices=self.options.vans, prefix="demo-van",
                               seed=self.options.seed, city=CITY, customers=CUSTOMERS,
                               depots=(DEPOT,), group="vans")
-        self.van_ids = sim.device_ids(cfg)
-        keys, _ = sim.register_devices(self.db_path, self.van_ids, group=cfg.group)
+        self.van_ids = device_ids(cfg)
+        keys, _ = register_devices(self.db_path, self.van_ids, group=cfg.group)
         try:
             gw_cfg = gateway_config.parse({
                 "mqtt": {"host": self.host, "port": self.port,
@@ -346,11 +352,11 @@ class Demo:
             raise DemoError(str(exc)) from None
         self.gateway = GatewayThread(gw_cfg)
         self.gateway.start()
-        self.clock = sim.SimClock(self.options.speedup, self.options.duration)
-        fleet = sim.Fleet.build(cfg, self.clock.now(), keys)
-        runner = sim.MqttRunner(fleet, self.host, self.port, self.clock,
+        self.clock = SimClock(self.options.speedup, self.options.duration)
+        fleet = Fleet.build(cfg, self.clock.now(), keys)
+        runner = MqttRunner(fleet, self.host, self.port, self.clock,
                                 client_id="fieldtrack-demo-vans-%d" % os.getpid())
-        self.fleet = sim.BackgroundFleet(runner)
+        self.fleet = BackgroundFleet(runner)
         self.fleet.start()
         log.info("%d vans on the road; store %s", len(self.van_ids), self.db_path)
 

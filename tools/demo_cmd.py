@@ -20,7 +20,8 @@ import click
 
 from . import demo as lib
 from .errors import FieldtrackError
-from .simulate import SimulateError, parse_broker
+from .sim_errors import SimulateError
+from .sim_mqtt import parse_broker
 
 CLEAR = "\x1b[H\x1b[2J"
 

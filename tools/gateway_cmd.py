@@ -63,7 +63,8 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
             ) from None
     publisher = None
     if sample_publisher:
-        from fieldtrack.tools.simulate import SimulateError, sample_fleet
+        from fieldtrack.tools.sim_background import sample_fleet
+        from fieldtrack.tools.sim_errors import SimulateError
 
         try:
             publisher = sample_fleet(cfg.mqtt.host, cfg.mqtt.port, cfg.store.path)

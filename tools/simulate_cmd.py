@@ -1,8 +1,9 @@
 """``fieldtrack simulate``: a fleet of virtual vans publishing real frames to a broker.
 
-A thin command line over ``fieldtrack.tools.simulate``. Progress goes to stderr every
-few seconds; at the end one JSON line of totals goes to stdout, and with ``--summary``
-a JSON file with what every device published (the records the store should hold).
+A thin command line over the simulator (``fieldtrack.tools.simulate`` and its ``sim_*``
+modules). Progress goes to stderr every few seconds; at the end one JSON line of totals
+goes to stdout, and with ``--summary`` a JSON file with what every device published
+(the records the store should hold).
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from typing import Any
 
 import click
 
-from . import simulate as sim
 from .errors import FieldtrackError
+from .sim_clock import SimClock
+from .sim_config import FleetConfig, device_ids
+from .sim_errors import SimulateError
+from .sim_gpx import load_gpx
+from .sim_mqtt import MqttRunner, RunStats, parse_broker
+from .sim_register import register_devices
+from .simulate import Fleet
 
 
 class SimulateCommandError(FieldtrackError):
@@ -32,7 +39,7 @@ class SimulateIncomplete(FieldtrackError):
     exit_code = 1
 
 
-def _progress(stats: sim.RunStats) -> None:
+def _progress(stats: RunStats) -> None:
     rate = stats.acked / stats.wall_s if stats.wall_s else 0.0
     click.echo("simulate: %.1f s: %d messages acked (%.0f/s), %d in flight, simulated %.0f s, "
                "%.1f s behind, CPU %.0f %%"
@@ -79,13 +86,13 @@ def simulate(devices: int, broker: str, duration: float | None, route: str | Non
     Ctrl-C stops it: buffers are sent, every frame acknowledged, then a summary.
     """
     try:
-        host, port = sim.parse_broker(broker)
-        cfg = sim.FleetConfig(devices=devices, prefix=prefix, seed=seed, gaps=gaps,
-                              reboots=reboots, route=sim.load_gpx(route) if route else None)
-        ids = sim.device_ids(cfg)
+        host, port = parse_broker(broker)
+        cfg = FleetConfig(devices=devices, prefix=prefix, seed=seed, gaps=gaps,
+                              reboots=reboots, route=load_gpx(route) if route else None)
+        ids = device_ids(cfg)
         keys: dict[str, bytes | None] = {}
         if store_path:
-            keys, added = sim.register_devices(store_path, ids, group=cfg.group)
+            keys, added = register_devices(store_path, ids, group=cfg.group)
             if added:
                 from fieldtrack.gateway.worker import REGISTRY_POLL_S
 
@@ -93,9 +100,9 @@ def simulate(devices: int, broker: str, duration: float | None, route: str | Non
                            "running gateway to load them" % (added, store_path,
                                                              REGISTRY_POLL_S + 1), err=True)
                 time.sleep(REGISTRY_POLL_S + 1)
-        clock = sim.SimClock(speedup, duration)
+        clock = SimClock(speedup, duration)
         built = time.monotonic()
-        fleet = sim.Fleet.build(cfg, clock.now(), keys)
+        fleet = Fleet.build(cfg, clock.now(), keys)
         # Thousands of long-lived devices: keep the cyclic GC from walking them again and
         # again (they are never cyclic garbage); a sixth less CPU per frame at 10,000.
         gc.collect()
@@ -104,9 +111,9 @@ def simulate(devices: int, broker: str, duration: float | None, route: str | Non
             click.echo("simulate: %d devices ready in %.1f s; publishing to %s:%d%s"
                        % (devices, time.monotonic() - built, host, port,
                           " (signed)" if any(keys.values()) else " (unsigned)"), err=True)
-        runner = sim.MqttRunner(fleet, host, port, clock, max_inflight=max_inflight)
+        runner = MqttRunner(fleet, host, port, clock, max_inflight=max_inflight)
         runner.connect()
-    except sim.SimulateError as exc:
+    except SimulateError as exc:
         raise SimulateCommandError(str(exc)) from None
     stats = _run(runner, duration, None if quiet else _progress)
     summary: dict[str, Any] = {"broker": "%s:%d" % (host, port), "speedup": speedup,
@@ -127,7 +134,7 @@ def simulate(devices: int, broker: str, duration: float | None, route: str | Non
                                  % (stats.unacked, host, port))
 
 
-def _run(runner: sim.MqttRunner, duration: float | None, progress: Any) -> sim.RunStats:
+def _run(runner: MqttRunner, duration: float | None, progress: Any) -> RunStats:
     """Run in this thread; SIGINT and SIGTERM ask for a clean stop."""
     stop = threading.Event()
 
