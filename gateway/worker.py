@@ -256,8 +256,8 @@ class Worker:
 def serve(inbox: Connection, outbox: Connection, config: GatewayConfig) -> None:
     """The pipeline process's main loop (``multiprocessing`` target).
 
-    Input: ``("msgs", [(topic, payload, received_ms), ...])``, ``("reload",)``,
-    ``("flush",)`` and ``("stop",)``; the end of the input (the MQTT process died)
+    Input: ``("msgs", [(topic, payload, received_ms), ...])``, ``("reload",)`` and
+    ``("stop",)``; the end of the input (the MQTT process died)
     is a stop too. Output: ``("ready",)`` or ``("error", "store" | "fences", text)``
 once, then ``("report", Report)`` after every commit.
     """
@@ -302,11 +302,9 @@ def _loop(inbox: Connection, worker: Worker, reports: queue.SimpleQueue[Any]) ->
                         reports.put(("report", worker.commit()))
             elif kind == "reload":
                 worker.housekeeping(reload_requested=True)
-            elif kind == "flush" and worker.pending():
-                reports.put(("report", worker.commit()))
             elif kind == "stop":
                 return
-        if worker.pending() and (worker.due() or not inbox.poll()):
+        if worker.pending() and (worker.due() or not inbox.poll()):  # quiet input: commit
             reports.put(("report", worker.commit()))
         worker.housekeeping()
 
