@@ -10,10 +10,9 @@ a supervisor wants to see the refused check-in as much as the accepted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the configuration imports this module: no geometry libraries here
-    from .geofence import FenceIndex
+from .geofence import FenceIndex
 
 
 @dataclass(frozen=True)

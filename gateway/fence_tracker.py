@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the configuration imports this module: no geometry libraries here
-    from .geofence import Fence, FenceIndex
+from .geofence import M_PER_DEG, SLACK_M, Fence, FenceIndex
 
 VISIT_KINDS = ("customer", "site")
 
@@ -176,8 +175,6 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
     # segment is deeper inside than half its length: the signed distance changes by at
     # most a metre per metre. So a segment shorter than the depth (a van standing) can
     # pass no fence; crossing_possible says the same, at more cost.
-    from .geofence import M_PER_DEG, SLACK_M  # loaded by now: an index handed us fences
-
     reach = math.hypot((b[0] - a[0]) * M_PER_DEG, (b[1] - a[1]) * M_PER_DEG) + 3 * SLACK_M
     for fence in index.along(a, b) if passed is None else passed:
         margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
