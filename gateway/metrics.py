@@ -39,6 +39,11 @@ class StageTimes:
         self.counts: dict[str, list[int]] = {}
         self.sums: dict[str, float] = {}
 
+    def observe(self, stage: str, seconds: float) -> None:
+        counts = [0] * (len(STAGE_BUCKETS) + 1)
+        counts[bucket_of(seconds)] = 1
+        self.add(stage, counts, seconds)
+
     def add(self, stage: str, counts: Sequence[int], total_s: float) -> None:
         with self.lock:
             mine = self.counts.setdefault(stage, [0] * (len(STAGE_BUCKETS) + 1))

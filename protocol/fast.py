@@ -164,15 +164,22 @@ def _position(items: list[Any]) -> dict[str, Any] | None:
             "mock": bool(flags & 16)}
 
 
-def _column(first: int, col: Any, n: int, scale: int = 1) -> list[int] | None:
+def _column(first: int, col: Any, n: int, step: Any = operator.add,
+            scale: int = 1) -> list[int] | None:
     """A batch column's values: the first fix's, then one per delta (``None``: not ints)."""
     if type(col) is int:
-        return list(accumulate([col * scale] * (n - 1), initial=first))
-    if type(col) is not list or len(col) != n - 1 or not set(map(type, col)) <= _INT:
+        deltas = [col * scale] * (n - 1)
+    elif type(col) is not list or len(col) != n - 1 or not set(map(type, col)) <= _INT:
         return None
-    if scale != 1:
-        col = [d * scale for d in col]
-    return list(accumulate(col, initial=first))
+    else:
+        deltas = [d * scale for d in col] if scale != 1 else col
+    return list(accumulate(deltas, step, initial=first))
+
+
+# How each batch column goes from one fix to the next: coordinates in steps of ``res``,
+# headings wrapping at 360, flags by xor, the rest by adding.
+_STEPS = (operator.add, operator.add, operator.add, operator.add, None, operator.add,
+          operator.add, operator.add, operator.xor)
 
 
 def _in_range(values: list[int], lo: int, hi: int) -> bool:
@@ -194,17 +201,11 @@ def _batch(items: list[Any]) -> dict[str, Any] | None:
         deltas = items[14:23]
         cols = []
         for c in range(9):
-            col = _column(first[c], deltas[c], n, res if c in (1, 2) else 1)
+            col = _column(first[c], deltas[c], n, _STEPS[c] or _add_degrees,
+                          res if c in (1, 2) else 1)
             if col is None:
                 return None
             cols.append(col)
-        hdg = deltas[4]  # headings wrap at 360 at every step
-        if hdg != 0:
-            cols[4] = list(accumulate([hdg] * (n - 1) if type(hdg) is int else hdg,
-                                      _add_degrees, initial=first[4]))
-        flags = deltas[8]  # flags change by xor
-        cols[8] = list(accumulate([flags] * (n - 1) if type(flags) is int else flags,
-                                  operator.xor, initial=first[8]))
         for values, lo, hi in zip(cols, _FIX_LO, _FIX_HI):
             if not _in_range(values, lo, hi):
                 return None
