@@ -89,9 +89,9 @@ import numpy as np  # noqa: E402
 import shapely  # noqa: E402
 
 from fieldtrack.gateway import fence_tracker, geofence  # noqa: E402
-from fieldtrack.gateway.derive import DeriveConfig, EventEngine  # noqa: E402
-from fieldtrack.gateway.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from fieldtrack.gateway.store import Batch, Device  # noqa: E402
+from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine  # noqa: E402
+from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from fieldtrack.gateway.store.sqlite import Batch, Device  # noqa: E402
 from fieldtrack.protocol import cose, fast, topics  # noqa: E402
 
 M_PER_DEG = 111_320.0

@@ -586,8 +586,8 @@ def profile_pipeline(plan: dict[str, Any], workdir: Path) -> str:
     import cProfile
 
     from fieldtrack.gateway.config import parse
-    from fieldtrack.gateway.store import now_ms
-    from fieldtrack.gateway.worker import Worker
+    from fieldtrack.gateway.ingest.worker import Worker
+    from fieldtrack.gateway.store.sqlite import now_ms
 
     db = workdir / ("profile-%s.db" % plan["kind"])
     register(db, plan["devices"], plan["signed"])
@@ -616,14 +616,14 @@ MQTT_PARTS = (
     ("    paho ack() (PUBACK)", "paho/mqtt/client.py", "ack"),
 )
 PIPELINE_PARTS = (
-    ("Worker.handle, all messages", "gateway/worker.py", "handle"),
-    ("  Pipeline.process", "gateway/pipeline.py", "process"),
-    ("    authenticate (COSE_Mac0 + HMAC)", "gateway/authenticate.py", "authenticate"),
-    ("    decode the frame (cbor2 + checks)", "gateway/pipeline.py", "_decode"),
-    ("    records + position filters", "gateway/pipeline.py", "_records"),
-    ("    rows for the store", "gateway/pipeline.py", "_position_rows"),
-    ("    derived events (fences, motion)", "gateway/pipeline.py", "_derive"),
-    ("Worker.commit (SQLite, fsync)", "gateway/worker.py", "commit"),
+    ("Worker.handle, all messages", "gateway/ingest/worker.py", "handle"),
+    ("  Pipeline.process", "gateway/ingest/pipeline.py", "process"),
+    ("    authenticate (COSE_Mac0 + HMAC)", "gateway/ingest/authenticate.py", "authenticate"),
+    ("    decode the frame (cbor2 + checks)", "gateway/ingest/pipeline.py", "_decode"),
+    ("    records + position filters", "gateway/ingest/pipeline.py", "_records"),
+    ("    rows for the store", "gateway/ingest/pipeline.py", "_position_rows"),
+    ("    derived events (fences, motion)", "gateway/ingest/pipeline.py", "_derive"),
+    ("Worker.commit (SQLite, fsync)", "gateway/ingest/worker.py", "commit"),
 )
 
 
@@ -730,7 +730,7 @@ def split_plan(plan: dict[str, Any], parts: int) -> list[dict[str, Any]]:
 
 
 def register(db: Path, devices: list[str], signed: bool) -> None:
-    from fieldtrack.gateway.store import Device, Store
+    from fieldtrack.gateway.store.sqlite import Device, Store
 
     store = Store(db, synchronous="OFF")  # setup only; the gateway opens it with FULL
     for d in devices:

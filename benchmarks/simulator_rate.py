@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fieldtrack.tools.sim_config import FleetConfig, device_ids  # noqa: E402
-from fieldtrack.tools.sim_register import register_devices  # noqa: E402
+from fieldtrack.tools.simulate.config import FleetConfig, device_ids  # noqa: E402
+from fieldtrack.tools.simulate.register import register_devices  # noqa: E402
 
 CLI = ("import sys\nfrom fieldtrack.tools.cli import cli, main\n"
-       "from fieldtrack.tools.simulate_cmd import simulate\n"
+       "from fieldtrack.tools.simulate.command import simulate\n"
        "if 'simulate' not in cli.commands:\n    cli.add_command(simulate)\n"
        "sys.exit(main())\n")
 PROGRESS = re.compile(r"simulate: ([\d.]+) s: (\d+) messages acked .* simulated (-?\d+) s, "

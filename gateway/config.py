@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .attendance import AttendanceConfig
-from .fence_tracker import FenceConfig
-from .motion import MotionConfig
-from .position_filter import ACTIONS, FilterConfig
+from fieldtrack.gateway.derive.attendance import AttendanceConfig
+from fieldtrack.gateway.derive.fence_tracker import FenceConfig
+from fieldtrack.gateway.derive.motion import MotionConfig
+from fieldtrack.gateway.ingest.position_filter import ACTIONS, FilterConfig
 
 
 class ConfigError(Exception):
@@ -198,7 +198,8 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
 
 def _working_hours(values: Any, source: str) -> dict[str, Any]:
     """``[working_hours.vans]`` tables: ``tz`` plus day ranges, like a fence's active hours."""
-    from .geofence import FenceError, hours_from
+    from fieldtrack.gateway.errors import FenceError
+    from fieldtrack.gateway.fences.loader import hours_from
 
     if not isinstance(values, dict):
         raise ConfigError("%s: [working_hours]: expected tables like [working_hours.vans]"

@@ -28,16 +28,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fieldtrack.gateway import metrics
+from fieldtrack.gateway.config import GatewayConfig
+from fieldtrack.gateway.errors import FenceError
+from fieldtrack.gateway.sinks.outbox import Outbox
+from fieldtrack.gateway.store.sqlite import StoreError, now_ms
 from fieldtrack.protocol import topics
 
-from . import metrics
-from .config import GatewayConfig
-from .errors import FenceError
-from .outbox import Outbox
-from .store import StoreError, now_ms
-
 if TYPE_CHECKING:
-    from .worker import Report
+    from fieldtrack.gateway.ingest.worker import Report
 
 log = logging.getLogger("fieldtrack.gateway")
 
@@ -377,6 +376,6 @@ class Gateway:
 
 def _serve_pipeline(inbox: Any, reports: Any, config: GatewayConfig) -> None:
     """The pipeline process's entry point: the pipeline (and shapely) load there only."""
-    from .worker import serve
+    from fieldtrack.gateway.ingest.worker import serve
 
     serve(inbox, reports, config)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from tracks import MONDAY, Rig, at, circle, fences
 
-from fieldtrack.gateway.derive import derived_seq
-from fieldtrack.gateway.store import Device
+from fieldtrack.gateway.derive.engine import derived_seq
+from fieldtrack.gateway.store.sqlite import Device
 
 NOW = MONDAY  # 09:00 in Berlin
 TECH = Device("tech-1", "techs", None, True)

@@ -18,8 +18,8 @@ import pytest
 import serial
 
 from fieldtrack.tools.cli import cli, main
-from fieldtrack.tools.console import Console, PortError, open_port
-from fieldtrack.tools.console_cmd import console
+from fieldtrack.tools.console.command import console
+from fieldtrack.tools.console.terminal import Console, PortError, open_port
 
 if "console" not in cli.commands:  # cli.py registers it; until it does, the tests do
     cli.add_command(console)
@@ -27,7 +27,7 @@ if "console" not in cli.commands:  # cli.py registers it; until it does, the tes
 ROOT = Path(__file__).resolve().parents[1]
 # The real entry point in a child process, with the command registered as above.
 CHILD = ("import sys\nfrom fieldtrack.tools.cli import cli, main\n"
-         "from fieldtrack.tools.console_cmd import console\n"
+         "from fieldtrack.tools.console.command import console\n"
          "cli.commands.setdefault('console', console)\nsys.exit(main(sys.argv[1:]))\n")
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from conftest import Broker, free_port
 
-from fieldtrack.gateway.geofence import load as load_fences
-from fieldtrack.tools import demo
+from fieldtrack.gateway.fences.loader import load as load_fences
+from fieldtrack.tools.demo import runner as demo
 
 CLI = ("import sys\nfrom fieldtrack.tools.cli import cli, main\n"
-       "from fieldtrack.tools.demo_cmd import demo\n"
+       "from fieldtrack.tools.demo.command import demo\n"
        "if 'demo' not in cli.commands:\n    cli.add_command(demo)\n"
        "sys.exit(main())\n")
 DERIVED = ("trip_start", "trip_end", "geofence_enter", "geofence_exit", "visit", "stop")

@@ -36,11 +36,11 @@ from tracks import (
     replay,
 )
 
-from fieldtrack.gateway.derive import DeriveConfig
-from fieldtrack.gateway.fence_tracker import Derived
-from fieldtrack.gateway.geofence import FenceIndex
-from fieldtrack.gateway.motion import MotionConfig
-from fieldtrack.gateway.position_filter import distance_m
+from fieldtrack.gateway.derive.engine import DeriveConfig
+from fieldtrack.gateway.derive.fence_tracker import Derived
+from fieldtrack.gateway.derive.motion import MotionConfig
+from fieldtrack.gateway.fences.index import FenceIndex
+from fieldtrack.gateway.ingest.position_filter import distance_m
 
 T = MONDAY  # 08:00 UTC, 09:00 in Berlin
 FENCE_KINDS = ("geofence_enter", "geofence_exit", "geofence_dwell", "no_go_enter", "visit")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from fieldtrack.gateway import registry
-from fieldtrack.gateway.store import Batch, Store
-from fieldtrack.tools import export as lib
-from fieldtrack.tools.export_cmd import export
+from fieldtrack.gateway.store import registry
+from fieldtrack.gateway.store.sqlite import Batch, Store
+from fieldtrack.tools.export import writer as lib
+from fieldtrack.tools.export.command import export
 
 T0 = 1740816930  # 2025-03-01T08:15:30Z
 GPX = "{http://www.topografix.com/GPX/1/1}"

@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fieldtrack.gateway.config import FeedsConfig, MqttConfig
-from fieldtrack.gateway.feed_sink import (
+from fieldtrack.gateway.sinks.feeds import (
     FeedError,
     FeedSink,
     batch_messages,
@@ -31,8 +31,8 @@ from fieldtrack.gateway.feed_sink import (
     parse_iso_ms,
     position_message,
 )
-from fieldtrack.gateway.outbox import Outbox
-from fieldtrack.gateway.store import POSITION_COLUMNS, Batch, Device, Store
+from fieldtrack.gateway.sinks.outbox import Outbox
+from fieldtrack.gateway.store.sqlite import POSITION_COLUMNS, Batch, Device, Store
 
 T0 = 1740816930  # 2025-03-01T08:15:30Z
 FEEDS = FeedsConfig(owntracks=True)

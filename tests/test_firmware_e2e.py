@@ -19,7 +19,7 @@ from pathlib import Path
 from conftest import Broker
 from harness import GatewayProcess, count, wait_until, write_config
 
-from fieldtrack.gateway.store import Device, Store
+from fieldtrack.gateway.store.sqlite import Device, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

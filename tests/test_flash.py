@@ -20,10 +20,14 @@ import pytest
 import serial
 from conftest import find_micropython, run_micropython
 
-from fieldtrack.tools import cli, device_scripts, flash, flash_bundle, flash_run
+from fieldtrack.tools import cli
 from fieldtrack.tools.boards import Board, load_board
-from fieldtrack.tools.flash_cmd import flash as flash_command
-from fieldtrack.tools.flash_steps import FlashError, Operation, PortError, Step
+from fieldtrack.tools.flash import bundle as flash_bundle
+from fieldtrack.tools.flash import device_scripts
+from fieldtrack.tools.flash import plan as flash
+from fieldtrack.tools.flash import run as flash_run
+from fieldtrack.tools.flash.command import flash as flash_command
+from fieldtrack.tools.flash.steps import FlashError, Operation, PortError, Step
 
 PORT = "/dev/ttyUSB7"
 

@@ -24,7 +24,7 @@ from harness import (
     write_config,
 )
 
-from fieldtrack.gateway.store import Device, Store
+from fieldtrack.gateway.store.sqlite import Device, Store
 
 KEY = bytes(range(32))
 

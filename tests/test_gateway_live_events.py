@@ -11,7 +11,7 @@ from conftest import Broker
 from harness import GatewayProcess, Publisher, count, frame_bytes, position, wait_until
 from harness import write_config as write_gateway_config
 
-from fieldtrack.gateway.store import Device, Store
+from fieldtrack.gateway.store.sqlite import Device, Store
 
 
 def fences(n: int) -> str:

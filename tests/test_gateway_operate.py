@@ -11,7 +11,7 @@ from conftest import Broker
 from harness import GatewayProcess, Publisher, count, frame_bytes, free_port, position, wait_until
 from harness import write_config as write_gateway_config
 
-from fieldtrack.gateway.store import Device, Store
+from fieldtrack.gateway.store.sqlite import Device, Store
 
 KEY = bytes(range(100, 132))
 PASSWORD = "s3cret-broker-password"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fieldtrack.gateway.pipeline import Pipeline, PipelineConfig
-from fieldtrack.gateway.position_filter import FilterConfig, distance_m
-from fieldtrack.gateway.store import Batch, Device, Store
+from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
+from fieldtrack.gateway.ingest.position_filter import FilterConfig, distance_m
+from fieldtrack.gateway.store.sqlite import Batch, Device, Store
 from fieldtrack.protocol import cbor, cose, fast
 
 NOW = 1_767_261_600

@@ -15,14 +15,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from tracks import circle, collection, corridor, fences, lat_lon, rectangle, write
 
-from fieldtrack.gateway import geofence
-from fieldtrack.gateway.geofence import FenceError, load
+from fieldtrack.gateway.errors import FenceError
+from fieldtrack.gateway.fences.index import FenceIndex, _bounds_deg
+from fieldtrack.gateway.fences.loader import hours_from, load
+from fieldtrack.gateway.fences.model import KINDS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "gateway" / "fences.example.geojson"
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def inside_by(index: geofence.FenceIndex, fid: str, north_m: float, east_m: float) -> float:
+def inside_by(index: FenceIndex, fid: str, north_m: float, east_m: float) -> float:
     return index.by_id[fid].signed_distance(*lat_lon(north_m, east_m))
 
 
@@ -87,7 +89,7 @@ def test_the_index_offers_only_the_fences_around_a_fix() -> None:
 
 def test_the_example_fences_file_loads() -> None:
     index = load(EXAMPLE)
-    assert sorted({f.kind for f in index.fences}) == sorted(geofence.KINDS)
+    assert sorted({f.kind for f in index.fences}) == sorted(KINDS)
     assert {f.geometry.geom_type for f in index.fences} == {"Polygon", "MultiPolygon"}
 
 
@@ -114,12 +116,12 @@ HOURS = {"tz": "Europe/Berlin", "mon-fri": "07:00-12:00, 13:00-18:00", "sat": "0
     ("2026-03-29 07:30", False),  # a Sunday, the day the clocks go forward
 ])
 def test_active_hours_follow_the_local_clock(when: str, active: bool) -> None:
-    hours = geofence.hours_from(HOURS, "test")
+    hours = hours_from(HOURS, "test")
     assert hours.active(local(when)) is active
 
 
 def test_a_day_range_may_wrap_round_the_week() -> None:
-    hours = geofence.hours_from({"tz": "UTC", "fri-mon": "00:00-24:00"}, "test")
+    hours = hours_from({"tz": "UTC", "fri-mon": "00:00-24:00"}, "test")
     utc = ZoneInfo("UTC")
     days = [hours.active(local("2026-01-%02d 12:00" % d, utc)) for d in range(5, 12)]
     assert days == [True, False, False, False, True, True, True]  # Mon .. Sun
@@ -214,7 +216,7 @@ def test_the_index_answers_as_a_check_of_every_box_would() -> None:
     grid = [circle("g%d" % i, rng.uniform(-3000, 3000), rng.uniform(-3000, 3000),
                    rng.uniform(10, 80)) for i in range(3000)]
     index = fences(*grid)
-    boxes = {f.id: geofence._bounds_deg(f) for f in index.fences}
+    boxes = {f.id: _bounds_deg(f) for f in index.fences}
 
     def meets(box: tuple[float, float, float, float], lat0: float, lon0: float,
               lat1: float, lon1: float) -> bool:

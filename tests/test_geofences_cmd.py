@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 from tracks import circle, collection, lat_lon, rectangle, write
 
 from fieldtrack.tools.errors import FieldtrackError
-from fieldtrack.tools.geofences_cmd import GeofencesError, geofences
+from fieldtrack.tools.geofences.command import GeofencesError, geofences
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "gateway" / "fences.example.geojson"
 FENCES = collection(

@@ -22,11 +22,11 @@ import pytest
 import serial
 
 from fieldtrack.tools.cli import cli, main
-from fieldtrack.tools.gnss_checks import Verdict
-from fieldtrack.tools.gnss_cmd import bar, capture_bytes, gnss
-from fieldtrack.tools.gnss_monitor import GnssMonitor
-from fieldtrack.tools.nmea_fields import FixType
-from fieldtrack.tools.nmea_stream import Constellation, classify
+from fieldtrack.tools.gnss.checks import Verdict
+from fieldtrack.tools.gnss.command import bar, capture_bytes, gnss
+from fieldtrack.tools.gnss.monitor import GnssMonitor
+from fieldtrack.tools.gnss.nmea_fields import FixType
+from fieldtrack.tools.gnss.nmea_stream import Constellation, classify
 
 if "gnss" not in cli.commands:  # cli.py registers it; until it does, the tests do
     cli.add_command(gnss)

@@ -21,15 +21,15 @@ import pytest
 from harness import free_port, wait_until
 
 from fieldtrack.gateway.config import InfluxConfig
-from fieldtrack.gateway.influx_sink import (
+from fieldtrack.gateway.sinks.influx import (
     InfluxSink,
     InfluxWriteError,
     escape_tag,
     event_lines,
     position_lines,
 )
-from fieldtrack.gateway.outbox import Outbox
-from fieldtrack.gateway.store import Batch, Device, Store
+from fieldtrack.gateway.sinks.outbox import Outbox
+from fieldtrack.gateway.store.sqlite import Batch, Device, Store
 
 TOKEN = "tok-3f9a1c77e2b54d0c-SECRET"
 BASE_T = int(time.time()) - 3600  # fix times an hour ago: inside retention, not in the future

@@ -16,10 +16,11 @@ from conftest import ROOT, Broker, find_micropython, run_micropython
 from paho.mqtt.enums import CallbackAPIVersion
 from test_flash import UnixDevice
 
-from fieldtrack.gateway.store import Store
-from fieldtrack.tools import cli, provision
+from fieldtrack.gateway.store.sqlite import Store
+from fieldtrack.tools import cli
 from fieldtrack.tools.boards import load_board
-from fieldtrack.tools.provision_cmd import provision as provision_command
+from fieldtrack.tools.flash import provision
+from fieldtrack.tools.flash.provision_command import provision as provision_command
 
 DEVKIT = "esp32-devkit-neo-m8n-sim7600"
 

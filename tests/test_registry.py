@@ -1,4 +1,4 @@
-"""The device registry (``gateway/registry.py``) and ``fieldtrack devices``."""
+"""The device registry (``gateway/store/registry.py``) and ``fieldtrack devices``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fieldtrack.gateway import registry
-from fieldtrack.gateway.registry import ImportFileError, RegistryError
-from fieldtrack.gateway.store import Device, Store
-from fieldtrack.tools.devices_cmd import devices
+from fieldtrack.gateway.store import registry
+from fieldtrack.gateway.store.registry import ImportFileError, RegistryError
+from fieldtrack.gateway.store.sqlite import Device, Store
+from fieldtrack.tools.devices.command import devices
 
 KEY_HEX = "00112233445566778899aabbccddeeff" * 2
 

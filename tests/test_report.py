@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from fieldtrack.gateway import registry
-from fieldtrack.gateway.derive import derived_seq
-from fieldtrack.gateway.store import Batch, Store, event_data_json
-from fieldtrack.tools.report import build
-from fieldtrack.tools.report_cmd import render_csv, report
-from fieldtrack.tools.report_map import PALETTE, nice_length
-from fieldtrack.tools.report_model import parse_day
-from fieldtrack.tools.report_store import read_day
+from fieldtrack.gateway.derive.engine import derived_seq
+from fieldtrack.gateway.store import registry
+from fieldtrack.gateway.store.sqlite import Batch, Store, event_data_json
+from fieldtrack.tools.report.command import render_csv, report
+from fieldtrack.tools.report.days import build
+from fieldtrack.tools.report.map_svg import PALETTE, nice_length
+from fieldtrack.tools.report.model import parse_day
+from fieldtrack.tools.report.reader import read_day
 
 DAY = "2025-03-01"
 TZ = "Europe/Berlin"

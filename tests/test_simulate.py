@@ -22,19 +22,19 @@ import pytest
 from conftest import Broker
 from harness import GatewayProcess, count, wait_until, write_config
 
-from fieldtrack.gateway.derive import DeriveConfig, EventEngine
-from fieldtrack.gateway.geofence import FenceIndex
-from fieldtrack.gateway.pipeline import Pipeline, PipelineConfig
-from fieldtrack.gateway.store import Batch, Device
+from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
+from fieldtrack.gateway.fences.index import FenceIndex
+from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
+from fieldtrack.gateway.store.sqlite import Batch, Device
 from fieldtrack.protocol import cose, fast, frames
-from fieldtrack.tools.sim_clock import SimClock
-from fieldtrack.tools.sim_config import FleetConfig, device_ids
-from fieldtrack.tools.sim_errors import SimulateError
-from fieldtrack.tools.sim_gpx import load_gpx
-from fieldtrack.tools.sim_register import register_devices
-from fieldtrack.tools.sim_signer import Signer
-from fieldtrack.tools.sim_tracker import MAX_BATCH, SimDevice
-from fieldtrack.tools.simulate import Fleet
+from fieldtrack.tools.simulate.clock import SimClock
+from fieldtrack.tools.simulate.config import FleetConfig, device_ids
+from fieldtrack.tools.simulate.errors import SimulateError
+from fieldtrack.tools.simulate.fleet import Fleet
+from fieldtrack.tools.simulate.gpx import load_gpx
+from fieldtrack.tools.simulate.register import register_devices
+from fieldtrack.tools.simulate.signer import Signer
+from fieldtrack.tools.simulate.tracker import MAX_BATCH, SimDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -42,7 +42,7 @@ import policy as firmware_policy  # noqa: E402  (the tracker's own module, as a 
 
 HOUR = 3600
 CLI = ("import sys\nfrom fieldtrack.tools.cli import cli, main\n"
-       "from fieldtrack.tools.simulate_cmd import simulate\n"
+       "from fieldtrack.tools.simulate.command import simulate\n"
        "if 'simulate' not in cli.commands:\n    cli.add_command(simulate)\n"
        "sys.exit(main())\n")
 

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fieldtrack.gateway import geofence
-from fieldtrack.gateway.derive import DeriveConfig, EventEngine
-from fieldtrack.gateway.fence_tracker import Derived
-from fieldtrack.gateway.geofence import FenceIndex
-from fieldtrack.gateway.pipeline import Outcome, Pipeline, PipelineConfig
-from fieldtrack.gateway.position_filter import EARTH_RADIUS_M
-from fieldtrack.gateway.store import Batch, Device, Store
+from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
+from fieldtrack.gateway.derive.fence_tracker import Derived
+from fieldtrack.gateway.fences.index import FenceIndex
+from fieldtrack.gateway.fences.loader import parse
+from fieldtrack.gateway.geo import EARTH_RADIUS_M
+from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
+from fieldtrack.gateway.store.sqlite import Batch, Device, Store
 from fieldtrack.protocol import fast, topics
 
 ORIGIN = (52.52, 13.405)  # degrees: central Berlin
@@ -137,7 +137,7 @@ def collection(*features: dict[str, Any]) -> dict[str, Any]:
 
 
 def fences(*features: dict[str, Any]) -> FenceIndex:
-    return FenceIndex(geofence.parse(collection(*features), "test"))
+    return FenceIndex(parse(collection(*features), "test"))
 
 
 def write(path: Path, doc: Any) -> Path:

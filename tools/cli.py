@@ -15,26 +15,25 @@ from collections.abc import Sequence
 import click
 
 from fieldtrack import __version__
-
-from .errors import FieldtrackError
+from fieldtrack.tools.errors import FieldtrackError
 
 # Subcommands: name -> "module:command" in this package. A module is imported when its
 # command runs (or for --help), so that `fieldtrack gateway run` does not load the
 # geometry, serial and flashing libraries the other commands need.
 COMMANDS = {
-    "decode": "codec_cmd:decode",
-    "encode": "codec_cmd:encode",
-    "gateway": "gateway_cmd:gateway",
-    "devices": "devices_cmd:devices",
-    "export": "export_cmd:export",
-    "geofences": "geofences_cmd:geofences",
-    "report": "report_cmd:report",
-    "gnss": "gnss_cmd:gnss",
-    "console": "console_cmd:console",
-    "flash": "flash_cmd:flash",
-    "provision": "provision_cmd:provision",
-    "simulate": "simulate_cmd:simulate",
-    "demo": "demo_cmd:demo",
+    "decode": "codec.command:decode",
+    "encode": "codec.command:encode",
+    "gateway": "gateway.command:gateway",
+    "devices": "devices.command:devices",
+    "export": "export.command:export",
+    "geofences": "geofences.command:geofences",
+    "report": "report.command:report",
+    "gnss": "gnss.command:gnss",
+    "console": "console.command:console",
+    "flash": "flash.command:flash",
+    "provision": "flash.provision_command:provision",
+    "simulate": "simulate.command:simulate",
+    "demo": "demo.command:demo",
 }
 
 

@@ -1,0 +1,141 @@
+"""Trips, stops, idling, overspeed and the odometer, from one device's fixes in order.
+
+Traccar's defaults are the reference: a trip needs 500 m or 300 s, a stop of 300 s
+ends it, a data gap over an hour ends it. Ignition decides when the device reports
+it; motion decides otherwise. GPS jitter while parked moves a fix by metres, never
+at a plausible speed for long: the odometer only grows on a step that is both longer
+than the fixes' accuracy and made at driving speed. Pure logic over a dict state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fieldtrack.gateway.derive.fence_tracker import Derived
+from fieldtrack.gateway.ingest.position_filter import distance_m
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    moving_kmh: int = 5
+    trip_min_distance_m: int = 500
+    trip_min_duration_s: int = 300
+    stop_min_s: int = 300
+    gap_max_s: int = 3600
+    idle_min_s: int = 300
+    speed_limit_kmh: int = 0  # global limit, 0 = only fence limits
+    overspeed_tolerance_kmh: int = 0
+    overspeed_min_s: int = 20
+    odometer_min_step_m: float = 10.0
+
+
+def new_state() -> dict[str, Any]:
+    return {"last": None, "odometer_m": 0.0, "ign_seen": False, "trip": None,
+            "still_since": None, "stop_sent": False, "idle_sent": False, "over": None}
+
+
+def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
+         cfg: MotionConfig) -> list[Derived]:
+    out: list[Derived] = []
+    t, lat, lon, spd = fix["t"], fix["lat"], fix["lon"], fix["spd"]
+    acc = fix.get("acc", 0)
+    ign = bool(fix.get("ign", False))
+    if ign:
+        state["ign_seen"] = True
+    last = state["last"]
+    moved = 0.0
+    if last is not None:
+        gap = t - last["t"]
+        if gap > cfg.gap_max_s and state["trip"] is not None:
+            _end_trip(state, last["t"], last["lat"], last["lon"], "gap", cfg, out)
+        step_m = distance_m(last["lat"], last["lon"], lat, lon)
+        # Two fixes of a van standing still can each be off by their accuracy, in
+        # opposite directions: only a step longer than both together can be motion.
+        floor = acc + last.get("acc", 0)
+        if floor < cfg.odometer_min_step_m:
+            floor = cfg.odometer_min_step_m
+        if step_m > floor and (spd >= cfg.moving_kmh
+                               or (gap > 0 and step_m / gap * 3.6 >= cfg.moving_kmh)):
+            moved = step_m
+            state["odometer_m"] += step_m
+    moving = spd >= cfg.moving_kmh or moved > 0
+    driving = (ign and moving) if state["ign_seen"] else moving
+    if driving:
+        if state["still_since"] is not None:
+            state["still_since"] = None
+        state["stop_sent"] = state["idle_sent"] = False
+        trip = state["trip"]
+        if trip is None:
+            trip = state["trip"] = {"start": t, "lat": lat, "lon": lon, "dist": 0.0,
+                                    "max": spd, "announced": False}
+        trip["dist"] += moved
+        if spd > trip["max"]:
+            trip["max"] = spd
+        if not trip["announced"] and _qualifies(trip, t, cfg):
+            trip["announced"] = True
+            out.append(Derived("trip_start", trip["start"], trip["lat"], trip["lon"]))
+    else:
+        if state["still_since"] is None:
+            state["still_since"] = t
+        still = t - state["still_since"]
+        if state["trip"] is not None and (
+            (state["ign_seen"] and not ign) or still >= cfg.stop_min_s
+        ):
+            end_t = state["still_since"] if not (state["ign_seen"] and not ign) else t
+            _end_trip(state, end_t, lat, lon, "ignition" if state["ign_seen"] and not ign
+                      else "stop", cfg, out)
+        if still >= cfg.stop_min_s and not state["stop_sent"]:
+            state["stop_sent"] = True
+            out.append(Derived("stop", state["still_since"], lat, lon, "",
+                               {"since": state["still_since"]}))
+        if ign and still >= cfg.idle_min_s and not state["idle_sent"]:
+            state["idle_sent"] = True
+            out.append(Derived("idle", state["still_since"], lat, lon, "",
+                               {"since": state["still_since"], "seconds": still}))
+    if state["over"] is not None or fence_limit is not None or cfg.speed_limit_kmh:
+        _overspeed(state, fix, fence_limit, cfg, out)
+    if last is None:
+        state["last"] = {"t": t, "lat": lat, "lon": lon, "acc": acc}
+    else:  # in place: this runs for every fix
+        last["t"], last["lat"], last["lon"], last["acc"] = t, lat, lon, acc
+    return out
+
+
+def _qualifies(trip: dict[str, Any], t: int, cfg: MotionConfig) -> bool:
+    return bool(trip["dist"] >= cfg.trip_min_distance_m
+                or t - trip["start"] >= cfg.trip_min_duration_s)
+
+
+def _end_trip(state: dict[str, Any], end_t: int, lat: int, lon: int, why: str,
+              cfg: MotionConfig, out: list[Derived]) -> None:
+    trip = state["trip"]
+    state["trip"] = None
+    if not (trip["announced"] or _qualifies(trip, end_t, cfg)):
+        return  # a shuffle across the yard is not a trip
+    if not trip["announced"]:
+        out.append(Derived("trip_start", trip["start"], trip["lat"], trip["lon"]))
+    duration = max(0, end_t - trip["start"])
+    avg = trip["dist"] / duration * 3.6 if duration else 0.0
+    out.append(Derived("trip_end", end_t, lat, lon, "", {
+        "start": trip["start"], "distance_m": round(trip["dist"]), "duration_s": duration,
+        "max_kmh": trip["max"], "avg_kmh": round(avg, 1), "ended_by": why,
+    }))
+
+
+def _overspeed(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
+               cfg: MotionConfig, out: list[Derived]) -> None:
+    limit = fence_limit if fence_limit is not None else (cfg.speed_limit_kmh or None)
+    over = state["over"]
+    if limit is None or fix["spd"] <= limit + cfg.overspeed_tolerance_kmh:
+        state["over"] = None
+        return
+    if over is None or over["limit"] != limit:
+        over = state["over"] = {"start": fix["t"], "lat": fix["lat"], "lon": fix["lon"],
+                                "max": fix["spd"], "limit": limit, "sent": False}
+    over["max"] = max(over["max"], fix["spd"])
+    if not over["sent"] and fix["t"] - over["start"] >= cfg.overspeed_min_s:
+        over["sent"] = True
+        out.append(Derived("overspeed", over["start"], over["lat"], over["lon"], "",
+                           {"limit_kmh": limit, "max_kmh": over["max"],
+                            "seconds": fix["t"] - over["start"]}))

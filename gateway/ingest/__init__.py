@@ -1,0 +1,6 @@
+"""Ingest: a frame from the broker to a committed batch, in pipeline order.
+
+``worker`` is the pipeline process; ``authenticate`` checks topic, MAC and sequence,
+``position_filter`` judges fixes, ``pipeline`` ties them together into a store batch.
+May import: protocol, store, derive, sinks (dead letters), fences, geo, config, errors.
+"""

@@ -1,0 +1,5 @@
+"""Store: the durable log, the device registry and the derive state (STORE.md).
+
+``sqlite`` is the embedded backend; ``registry`` manages devices and keys.
+May import: protocol (topics, errors) and errors only: every other stage imports the store.
+"""

@@ -1,0 +1,4 @@
+"""The ``decode`` and ``encode`` commands: frames to and from JSON, hex and bytes.
+
+May import: protocol.
+"""
