@@ -6,7 +6,7 @@ PY_PACKAGES := fieldtrack protocol gateway tools
 # The protocol modules the firmware imports (whichever exist; cbor_extra only for input
 # that no frame holds). The rest it never loads: frames_other (frames a tracker does not
 # code), jsonform, and fast (CPython-only).
-FIRMWARE_CODEC := $(wildcard $(addprefix protocol/,__init__.py errors.py cbor.py cbor_extra.py \
+FIRMWARE_CODEC := $(wildcard $(addprefix protocol/,__init__.py errors.py cbor_values.py cbor.py cbor_extra.py \
                     schema.py fixes.py frames.py cose.py topics.py))
 # mypy cannot see through the editable install's import hook (package-dir mapping):
 # it checks a tree of links that mirrors the installed package instead.

@@ -9,6 +9,7 @@ untrusted bytes is bounded: a size limit, a nesting limit, no trailing bytes;
 indefinite lengths and duplicate map keys are refused unless explicitly allowed.
 """
 
+from .cbor_values import Tag
 from .errors import (
     DUPLICATE_KEY,
     MALFORMED,
@@ -26,36 +27,6 @@ except ImportError:  # MicroPython: annotations are not evaluated
     pass
 
 MAX_UINT64 = 0xFFFFFFFFFFFFFFFF
-
-
-class Tag:
-    """A tagged data item (major type 6): ``Tag(17, [...])`` is a COSE_Mac0."""
-
-    def __init__(self, tag: int, value: "Any") -> None:
-        self.tag = tag
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tag) and other.tag == self.tag and other.value == self.value
-
-    def __repr__(self) -> str:
-        return "Tag(%d, %r)" % (self.tag, self.value)
-
-
-class Simple:
-    """A simple value other than false/true/null (``undefined`` is ``Simple(23)``)."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Simple) and other.value == self.value
-
-    def __repr__(self) -> str:
-        return "Simple(%d)" % self.value
-
-
-UNDEFINED = Simple(23)
 
 _extras: "Any" = None
 

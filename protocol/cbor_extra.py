@@ -4,7 +4,7 @@ false/true/null, and indefinite lengths. ``cbor`` imports this module on first u
 
 import struct
 
-from .cbor import Simple
+from .cbor_values import Simple
 from .errors import MALFORMED, TRUNCATED, UNSUPPORTED_CBOR, FrameError
 
 try:

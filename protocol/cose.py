@@ -10,6 +10,7 @@ because MicroPython has ``hashlib.sha256`` but no ``hmac`` module.
 import hashlib
 
 from . import cbor
+from .cbor_values import Tag
 from .errors import BAD_MAC, NOT_A_FRAME, FrameError
 
 try:
@@ -68,7 +69,7 @@ def mac_tag(key: bytes, payload: bytes) -> bytes:
 def sign(payload: bytes, key: bytes, kid: str) -> bytes:
     """Wrap a frame's CBOR bytes in a COSE_Mac0 made with the device key."""
     body = [PROTECTED, {4: kid.encode("utf-8")}, payload, mac_tag(key, payload)]
-    return cbor.dumps(cbor.Tag(COSE_MAC0_TAG, body))
+    return cbor.dumps(Tag(COSE_MAC0_TAG, body))
 
 
 def is_mac0(data: bytes) -> bool:
@@ -95,7 +96,7 @@ class Mac0:
 
 def parse(item: "object") -> Mac0:
     """Check the shape of a decoded ``Tag(17, ...)`` and return its parts."""
-    if not isinstance(item, cbor.Tag) or item.tag != COSE_MAC0_TAG:
+    if not isinstance(item, Tag) or item.tag != COSE_MAC0_TAG:
         raise FrameError(NOT_A_FRAME, "expected a COSE_Mac0 (tag 17)")
     body = item.value
     if not isinstance(body, list) or len(body) != 4:

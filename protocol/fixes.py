@@ -100,3 +100,13 @@ def _div_round(a: int, b: int) -> int:
     if a >= 0:
         return (2 * a + b) // (2 * b)
     return -((-2 * a + b) // (2 * b))
+
+
+def batch_tail(rows: list[Any], res: int) -> list[Any]:
+    """A batch's items after its header, from checked fix rows."""
+    items = [res]
+    items.extend(rows[0])
+    items.append(len(rows))
+    if len(rows) > 1:
+        items.extend(batch_columns(rows, res))
+    return items

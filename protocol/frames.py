@@ -12,7 +12,7 @@ the firmware does not hold their code in its heap.
 
 from . import cbor
 from .errors import BAD_VERSION, NOT_A_FRAME, UNKNOWN_TYPE, FrameError
-from .fixes import batch_columns, check_row
+from .fixes import batch_tail, check_row
 from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     ACK_RESULTS,
     BATCH_COLUMNS,
@@ -24,6 +24,7 @@ from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     EVENT_REQUIRED,
     FIX_FIELDS,
     FLAG_BITS,
+    HEADER_NAMES,
     MAX_BATCH,
     MAX_DEPTH,
     MAX_FRAME_BYTES,
@@ -40,6 +41,8 @@ from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     code_of,
     is_int,
     name_of,
+    need,
+    only,
     require,
     table_from_wire,
     table_to_wire,
@@ -119,7 +122,7 @@ def to_wire(frame: dict[Any, Any]) -> list[Any]:
     items = _header(frame)
     ftype = frame["type"]
     if ftype == "event":
-        _only(frame, _HEADER_NAMES + ("t", "kind", "lat", "lon", "acc", "data"))
+        only(frame, HEADER_NAMES + ("t", "kind", "lat", "lon", "acc", "data"))
         items.append(check_int(frame.get("t"), "t", 0, U32))
         kind = frame.get("kind")
         items.append(code_of(kind, EVENT_KINDS, "kind"))
@@ -135,7 +138,7 @@ def to_wire(frame: dict[Any, Any]) -> list[Any]:
         items.append(check_int(frame.get("t"), "t", 0, U32))
         items.append(table_to_wire(frame, STATUS_FIELDS, ("type", "v", "boot", "seq", "t")))
     elif ftype == "command_ack":
-        _only(frame, _HEADER_NAMES + ("t", "cid", "result", "reason"))
+        only(frame, HEADER_NAMES + ("t", "cid", "result", "reason"))
         items.append(check_int(frame.get("t"), "t", 0, U32))
         items.append(check_int(frame.get("cid"), "cid", 0, U32))
         items.append(code_of(frame.get("result"), ACK_RESULTS, "result"))
@@ -143,16 +146,6 @@ def to_wire(frame: dict[Any, Any]) -> list[Any]:
             items.append(check_value(frame["reason"], "tstr", "reason"))
     else:  # position, batch, command: frames a tracker does not send
         _other().to_wire(frame, items)
-    return items
-
-
-def _batch_tail(rows: list[Any], res: int) -> list[Any]:
-    """A batch's items after its header, from checked fix rows."""
-    items = [res]
-    items.extend(rows[0])
-    items.append(len(rows))
-    if len(rows) > 1:
-        items.extend(batch_columns(rows, res))
     return items
 
 
@@ -170,17 +163,10 @@ def encode_batch(boot: int, seq: int, rows: list[Any], res: int = 1) -> bytes:
     res = check_int(res, "res", 1, 1000)
     for row in rows:
         check_row(row)
-    items.extend(_batch_tail(rows, res))
+    items.extend(batch_tail(rows, res))
     return cbor.dumps(items)
 
 
-def _only(frame: dict[Any, Any], allowed: tuple[Any, ...]) -> None:
-    for name in frame:
-        if name not in allowed:
-            raise bad(str(name), "unknown field for a %s frame" % frame["type"])
-
-
-_HEADER_NAMES = ("type", "v", "boot", "seq")
 _COMMAND_H = (VERSION - 1) * 8 + TYPE_CODES["command"]
 
 
@@ -196,13 +182,6 @@ def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
     if "acc" in frame:
         pos.append(check_int(frame["acc"], "acc", 0, 65535))
     return pos
-
-
-def _need(items: list[Any], n: int, ftype: str) -> None:
-    if len(items) < n:
-        raise FrameError(
-            NOT_A_FRAME, "a %s frame has %d+ items, not %d" % (ftype, n, len(items))
-        )
 
 
 def from_wire(items: "Any") -> dict[Any, Any]:
@@ -228,7 +207,7 @@ def from_wire(items: "Any") -> dict[Any, Any]:
     frame: dict[Any, Any] = {"type": ftype, "v": version}
     if ftype == "command":
         return _command_from_wire(items, frame)
-    _need(items, 3, ftype)
+    need(items, 3, ftype)
     frame["boot"] = check_int(items[1], "boot", 0, U32)
     frame["seq"] = check_int(items[2], "seq", 0, U32)
     _other().from_wire(items, frame)  # frames a tracker does not receive
@@ -236,7 +215,7 @@ def from_wire(items: "Any") -> dict[Any, Any]:
 
 
 def _command_from_wire(items: list[Any], frame: dict[Any, Any]) -> dict[Any, Any]:
-    _need(items, 4, "command")
+    need(items, 4, "command")
     frame["cid"] = check_int(items[1], "cid", 0, U32)
     kind = name_of(items[2], COMMAND_KINDS, "kind")
     frame["kind"] = kind

@@ -7,8 +7,7 @@ receives commands, never loads it. The decoding half of the fix and batch coding
 ``fixes`` is here too.
 """
 
-from .fixes import fix_items, flags_of
-from .frames import _HEADER_NAMES, _batch_tail, _need, _only
+from .fixes import batch_tail, fix_items, flags_of
 from .schema import (
     ACK_RESULTS,
     BATCH_COLUMNS,
@@ -20,6 +19,7 @@ from .schema import (
     EVENT_REQUIRED,
     FIX_FIELDS,
     FLAG_BITS,
+    HEADER_NAMES,
     MAX_BATCH,
     POSITION_EXT,
     STATUS_FIELDS,
@@ -30,6 +30,8 @@ from .schema import (
     code_of,
     is_int,
     name_of,
+    need,
+    only,
     require,
     table_from_wire,
     table_to_wire,
@@ -48,13 +50,13 @@ def to_wire(frame: dict[Any, Any], items: list[Any]) -> None:
     """``frames.to_wire`` of a position, a batch of fix dicts or a command."""
     ftype = frame["type"]
     if ftype == "position":
-        _only(frame, _HEADER_NAMES + _FIX_NAMES + _EXT_NAMES)
+        only(frame, HEADER_NAMES + _FIX_NAMES + _EXT_NAMES)
         items.extend(fix_items(frame))
-        ext = table_to_wire(frame, POSITION_EXT, _HEADER_NAMES + _FIX_NAMES)
+        ext = table_to_wire(frame, POSITION_EXT, HEADER_NAMES + _FIX_NAMES)
         if ext:
             items.append(ext)
     elif ftype == "batch":
-        _only(frame, _HEADER_NAMES + ("res", "fixes"))
+        only(frame, HEADER_NAMES + ("res", "fixes"))
         fixes = frame.get("fixes")
         if not isinstance(fixes, list) or not 1 <= len(fixes) <= MAX_BATCH:
             raise bad("fixes", "a batch holds 1..%d fixes" % MAX_BATCH)
@@ -64,10 +66,10 @@ def to_wire(frame: dict[Any, Any], items: list[Any]) -> None:
         for fix in fixes:
             if not isinstance(fix, dict):
                 raise bad("fixes", "each fix is a map")
-            _only(dict(fix, type="batch"), ("type",) + _FIX_NAMES)
-        items.extend(_batch_tail([fix_items(f) for f in fixes], res))
+            only(dict(fix, type="batch"), ("type",) + _FIX_NAMES)
+        items.extend(batch_tail([fix_items(f) for f in fixes], res))
     else:  # command
-        _only(frame, ("type", "v", "cid", "kind", "exp", "args"))
+        only(frame, ("type", "v", "cid", "kind", "exp", "args"))
         items.append(check_int(frame.get("cid"), "cid", 0, U32))
         kind = frame.get("kind")
         items.append(code_of(kind, COMMAND_KINDS, "kind"))
@@ -85,7 +87,7 @@ def from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     """The rest of ``frames.from_wire`` for a position, batch, event, status or ack."""
     ftype = frame["type"]
     if ftype == "position":
-        _need(items, 12, ftype)
+        need(items, 12, ftype)
         frame.update(fix_from_items(items, 3))
         if len(items) > 12:
             frame.update(table_from_wire(items[12], POSITION_EXT, "ext"))
@@ -94,11 +96,11 @@ def from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     elif ftype == "event":
         _event_from_wire(items, frame)
     elif ftype == "status":
-        _need(items, 5, ftype)
+        need(items, 5, ftype)
         frame["t"] = check_int(items[3], "t", 0, U32)
         frame.update(table_from_wire(items[4], STATUS_FIELDS, "status"))
     else:  # command_ack
-        _need(items, 6, ftype)
+        need(items, 6, ftype)
         frame["t"] = check_int(items[3], "t", 0, U32)
         frame["cid"] = check_int(items[4], "cid", 0, U32)
         frame["result"] = name_of(items[5], ACK_RESULTS, "result")
@@ -107,7 +109,7 @@ def from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
 
 
 def _batch_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
-    _need(items, 14, "batch")
+    need(items, 14, "batch")
     res = check_int(items[3], "res", 1, 1000)
     first = fix_from_items(items, 4)
     n = check_int(items[13], "n", 1, MAX_BATCH)
@@ -116,14 +118,14 @@ def _batch_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
     if n == 1:
         fixes = [first]
     else:
-        _need(items, 14 + len(BATCH_COLUMNS), "batch")
+        need(items, 14 + len(BATCH_COLUMNS), "batch")
         fixes = batch_fixes(first, n, items[14 : 14 + len(BATCH_COLUMNS)], res)
     frame["res"] = res
     frame["fixes"] = fixes
 
 
 def _event_from_wire(items: list[Any], frame: dict[Any, Any]) -> None:
-    _need(items, 6, "event")
+    need(items, 6, "event")
     frame["t"] = check_int(items[3], "t", 0, U32)
     kind = name_of(items[4], EVENT_KINDS, "kind")
     frame["kind"] = kind

@@ -4,7 +4,7 @@ Declared as tables (a field's name, wire key and kind of value) so that adding a
 is a line of data, not code. SPEC.md is the prose form.
 """
 
-from .errors import BAD_FIELD, FrameError
+from .errors import BAD_FIELD, NOT_A_FRAME, FrameError
 
 try:
     from typing import Any
@@ -233,3 +233,19 @@ def code_of(name: "Any", table: tuple[Any, ...], field: str) -> int:
         if n == name:
             return int(c)
     raise bad(field, "unknown %s %r" % (field, name))
+
+
+HEADER_NAMES = ("type", "v", "boot", "seq")  # the fields every uplink frame dict has
+
+
+def only(frame: dict[Any, Any], allowed: tuple[Any, ...]) -> None:
+    for name in frame:
+        if name not in allowed:
+            raise bad(str(name), "unknown field for a %s frame" % frame["type"])
+
+
+def need(items: list[Any], n: int, ftype: str) -> None:
+    if len(items) < n:
+        raise FrameError(
+            NOT_A_FRAME, "a %s frame has %d+ items, not %d" % (ftype, n, len(items))
+        )

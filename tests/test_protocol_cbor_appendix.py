@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fieldtrack.protocol import cbor
+from fieldtrack.protocol import cbor, cbor_values
 from fieldtrack.protocol.errors import FrameError
 
 
@@ -27,18 +27,18 @@ needs_corpus = pytest.mark.skipif(not EXAMPLES, reason="shared/corpus/cbor is no
 DIAGNOSTIC = {
     "Infinity": math.inf,
     "-Infinity": -math.inf,
-    "undefined": cbor.UNDEFINED,
-    "simple(16)": cbor.Simple(16),
-    "simple(255)": cbor.Simple(255),
+    "undefined": cbor_values.UNDEFINED,
+    "simple(16)": cbor_values.Simple(16),
+    "simple(255)": cbor_values.Simple(255),
     "h''": b"",
     "h'01020304'": b"\x01\x02\x03\x04",
     "(_ h'0102', h'030405')": b"\x01\x02\x03\x04\x05",
-    '0("2013-03-21T20:04:00Z")': cbor.Tag(0, "2013-03-21T20:04:00Z"),
-    "1(1363896240)": cbor.Tag(1, 1363896240),
-    "1(1363896240.5)": cbor.Tag(1, 1363896240.5),
-    "23(h'01020304')": cbor.Tag(23, b"\x01\x02\x03\x04"),
-    "24(h'6449455446')": cbor.Tag(24, b"dIETF"),
-    '32("http://www.example.com")': cbor.Tag(32, "http://www.example.com"),
+    '0("2013-03-21T20:04:00Z")': cbor_values.Tag(0, "2013-03-21T20:04:00Z"),
+    "1(1363896240)": cbor_values.Tag(1, 1363896240),
+    "1(1363896240.5)": cbor_values.Tag(1, 1363896240.5),
+    "23(h'01020304')": cbor_values.Tag(23, b"\x01\x02\x03\x04"),
+    "24(h'6449455446')": cbor_values.Tag(24, b"dIETF"),
+    '32("http://www.example.com")': cbor_values.Tag(32, "http://www.example.com"),
     "{1: 2, 3: 4}": {1: 2, 3: 4},
 }
 # Bignums (tags 2 and 3) are returned as Tag objects: frames never carry them.
@@ -74,7 +74,7 @@ def test_decodes_appendix_a_example(example: dict[str, Any]) -> None:
             _loads(data)
         return
     if example["hex"] in BIGNUMS:
-        assert isinstance(_loads(data), cbor.Tag)
+        assert isinstance(_loads(data), cbor_values.Tag)
         return
     expected = _expected(example)
     if example.get("diagnostic") == "NaN":

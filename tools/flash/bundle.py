@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
 PROTOCOL_DIR = ROOT / "protocol"
 # The protocol modules the firmware imports: the Makefile's FIRMWARE_CODEC.
-FIRMWARE_CODEC = ("__init__", "errors", "cbor", "cbor_extra", "schema", "fixes", "frames", "cose",
-                  "topics")
+FIRMWARE_CODEC = ("__init__", "errors", "cbor_values", "cbor", "cbor_extra", "schema", "fixes",
+                  "frames", "cose", "topics")
 
 
 @dataclass(frozen=True)
