@@ -18,10 +18,11 @@ import bisect
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fieldtrack.gateway.derive import fence_tracker, motion
 from fieldtrack.gateway.derive.fence_tracker import Derived, FenceConfig
+from fieldtrack.gateway.derive.state import DeviceDerive, FenceState
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.store.sqlite import Batch, Device
 
@@ -50,20 +51,20 @@ class EventEngine:
         self,
         config: DeriveConfig,
         index: FenceIndex,
-        states: dict[str, dict[str, Any]],
+        states: dict[str, dict[str, Any]],  # as read from the store: JSON documents
         clock: Callable[[], float],
         held: dict[str, list[HeldFix]] | None = None,
     ) -> None:
         self.config = config
         self.index = index
-        self.states = states
+        self.states = cast("dict[str, DeviceDerive]", states)
         self.clock = clock
         # Per device, the fixes waiting in fix-time order: (t, received, fix).
         self.held: dict[str, list[HeldFix]] = held if held is not None else {}
         self.dirty: set[str] = set()
         self.too_late = 0
 
-    def state(self, device: str) -> dict[str, Any]:
+    def state(self, device: str) -> DeviceDerive:
         st = self.states.get(device)
         if st is None:
             st = {"fences": fence_tracker.new_state(), "motion": motion.new_state(),
@@ -115,7 +116,7 @@ class EventEngine:
                 events.extend(self._release(device, st, buf, received))
         return events
 
-    def _release(self, device: Device, st: dict[str, Any], buf: list[HeldFix],
+    def _release(self, device: Device, st: DeviceDerive, buf: list[HeldFix],
                  now: float) -> list[Derived]:
         if not buf:
             return []
@@ -133,7 +134,7 @@ class EventEngine:
             del buf[:n]
         return events
 
-    def _judge(self, device: Device, st: dict[str, Any], fix: dict[str, Any]) -> list[Derived]:
+    def _judge(self, device: Device, st: DeviceDerive, fix: dict[str, Any]) -> list[Derived]:
         """All rules, on one fix, in fix-time order."""
         fences = st["fences"]
         events = fence_tracker.track(fences, fix, device.group, self.index, self.config.fences)
@@ -151,7 +152,7 @@ class EventEngine:
                                       {"group": device.group}))
         return events
 
-    def _speed_limit(self, fence_state: dict[str, Any]) -> int | None:
+    def _speed_limit(self, fence_state: FenceState) -> int | None:
         limits = [f.speed_limit_kmh for fid in fence_state["inside"]
                   if (f := self.index.by_id.get(fid)) is not None
                   and f.speed_limit_kmh is not None]
@@ -195,7 +196,7 @@ class EventEngine:
     def flush(self, batch: Batch) -> None:
         """Hand the changed states to the batch; the store serialises them at commit."""
         for device_id in self.dirty:
-            batch.derive_states[device_id] = self.states[device_id]
+            batch.derive_states[device_id] = cast("dict[str, Any]", self.states[device_id])
         self.dirty.clear()
 
 

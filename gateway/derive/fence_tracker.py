@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from fieldtrack.gateway.derive.state import FenceState, Inside, Pending
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.model import SLACK_M, Fence
 from fieldtrack.gateway.geo import M_PER_DEG
@@ -44,13 +45,12 @@ class Derived:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def new_state() -> dict[str, Any]:
-    """inside: fence -> {since, lat, lon, out (streak), out_t, dwell}; pending: fence -> [n, t]."""
+def new_state() -> FenceState:
     return {"inside": {}, "pending": {}, "last": None}
 
 
 def track(
-    state: dict[str, Any],
+    state: FenceState,
     fix: dict[str, Any],
     group: str,
     index: FenceIndex,
@@ -58,20 +58,22 @@ def track(
 ) -> list[Derived]:
     """Advance one device's fence state by one fix (in fix-time order)."""
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
-    inside: dict[str, Any] = state["inside"]
-    pending: dict[str, Any] = state["pending"]
+    inside = state["inside"]
+    pending = state["pending"]
     last = state["last"]
     joined = last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s
+    if not joined:
+        last = None
     if not inside and not pending and type(lat7) is int and type(lon7) is int:
         # Most fixes: in no fence's state, and no fence's box holds the fix or meets the
         # segment from the last one. Nothing can happen; only "last" moves on.
-        if index.clear_e7(last[1], last[2], lat7, lon7) if joined \
+        if index.clear_e7(last[1], last[2], lat7, lon7) if last is not None \
                 else index.clear_e7(lat7, lon7, lat7, lon7):
             state["last"] = [t, lat7, lon7]
             return []
     lat, lon = lat7 * 1e-7, lon7 * 1e-7
     out: list[Derived] = []
-    prev = (last[1] * 1e-7, last[2] * 1e-7) if joined else None
+    prev = (last[1] * 1e-7, last[2] * 1e-7) if last is not None else None
     near, passed = index.near_along(lat, lon, prev)
     # Most fixes meet no fence at all: every step below is skipped when it has nothing to do.
     candidates = {f.id: f for f in near} if near else {}
@@ -107,7 +109,7 @@ def track(
             info["dwell"] = True
             out.append(Derived("geofence_dwell", t, lat7, lon7, fid,
                                {"since": info["since"], "seconds": t - info["since"]}))
-    if passed:
+    if passed and last is not None:
         out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg,
                               passed))
     state["last"] = [t, lat7, lon7]
@@ -120,7 +122,7 @@ def _fix_time(e: Derived) -> int:
     return e.t
 
 
-def _maybe_enter(fence: Fence, inside: dict[str, Any], pending: dict[str, Any], d: float,
+def _maybe_enter(fence: Fence, inside: dict[str, Inside], pending: dict[str, Pending], d: float,
                  threshold: float, fix: dict[str, Any], cfg: FenceConfig,
                  out: list[Derived]) -> None:
     if d <= threshold:
@@ -141,7 +143,7 @@ def _maybe_enter(fence: Fence, inside: dict[str, Any], pending: dict[str, Any], 
                            {"name": fence.name}))
 
 
-def _maybe_exit(fence: Fence, inside: dict[str, Any], d: float, threshold: float,
+def _maybe_exit(fence: Fence, inside: dict[str, Inside], d: float, threshold: float,
                 fix: dict[str, Any], cfg: FenceConfig, out: list[Derived]) -> None:
     info = inside[fence.id]
     if d >= -threshold:
@@ -163,7 +165,7 @@ def _maybe_exit(fence: Fence, inside: dict[str, Any], d: float, threshold: float
 
 
 def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceIndex,
-               inside: dict[str, Any], pending: dict[str, Any], seen: dict[str, Fence],
+               inside: dict[str, Inside], pending: dict[str, Pending], seen: dict[str, Fence],
                cfg: FenceConfig, passed: list[Fence] | None = None) -> list[Derived]:
     """Fences passed between two fixes, neither of which was inside them.
 

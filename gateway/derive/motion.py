@@ -4,7 +4,8 @@ Traccar's defaults are the reference: a trip needs 500 m or 300 s, a stop of 300
 ends it, a data gap over an hour ends it. Ignition decides when the device reports
 it; motion decides otherwise. GPS jitter while parked moves a fix by metres, never
 at a plausible speed for long: the odometer only grows on a step that is both longer
-than the fixes' accuracy and made at driving speed. Pure logic over a dict state.
+than the fixes' accuracy and made at driving speed. Pure logic over a typed state
+(``state.MotionState``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fieldtrack.gateway.derive.fence_tracker import Derived
+from fieldtrack.gateway.derive.state import MotionState, Trip
 from fieldtrack.gateway.ingest.position_filter import distance_m
 
 
@@ -30,12 +32,12 @@ class MotionConfig:
     odometer_min_step_m: float = 10.0
 
 
-def new_state() -> dict[str, Any]:
+def new_state() -> MotionState:
     return {"last": None, "odometer_m": 0.0, "ign_seen": False, "trip": None,
             "still_since": None, "stop_sent": False, "idle_sent": False, "over": None}
 
 
-def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
+def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
          cfg: MotionConfig) -> list[Derived]:
     out: list[Derived] = []
     t, lat, lon, spd = fix["t"], fix["lat"], fix["lon"], fix["spd"]
@@ -76,23 +78,22 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
             trip["announced"] = True
             out.append(Derived("trip_start", trip["start"], trip["lat"], trip["lon"]))
     else:
-        if state["still_since"] is None:
-            state["still_since"] = t
-        still = t - state["still_since"]
+        since = state["still_since"]
+        if since is None:
+            since = state["still_since"] = t
+        still = t - since
         if state["trip"] is not None and (
             (state["ign_seen"] and not ign) or still >= cfg.stop_min_s
         ):
-            end_t = state["still_since"] if not (state["ign_seen"] and not ign) else t
+            end_t = since if not (state["ign_seen"] and not ign) else t
             _end_trip(state, end_t, lat, lon, "ignition" if state["ign_seen"] and not ign
                       else "stop", cfg, out)
         if still >= cfg.stop_min_s and not state["stop_sent"]:
             state["stop_sent"] = True
-            out.append(Derived("stop", state["still_since"], lat, lon, "",
-                               {"since": state["still_since"]}))
+            out.append(Derived("stop", since, lat, lon, "", {"since": since}))
         if ign and still >= cfg.idle_min_s and not state["idle_sent"]:
             state["idle_sent"] = True
-            out.append(Derived("idle", state["still_since"], lat, lon, "",
-                               {"since": state["still_since"], "seconds": still}))
+            out.append(Derived("idle", since, lat, lon, "", {"since": since, "seconds": still}))
     if state["over"] is not None or fence_limit is not None or cfg.speed_limit_kmh:
         _overspeed(state, fix, fence_limit, cfg, out)
     if last is None:
@@ -102,15 +103,17 @@ def step(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
     return out
 
 
-def _qualifies(trip: dict[str, Any], t: int, cfg: MotionConfig) -> bool:
+def _qualifies(trip: Trip, t: int, cfg: MotionConfig) -> bool:
     return bool(trip["dist"] >= cfg.trip_min_distance_m
                 or t - trip["start"] >= cfg.trip_min_duration_s)
 
 
-def _end_trip(state: dict[str, Any], end_t: int, lat: int, lon: int, why: str,
+def _end_trip(state: MotionState, end_t: int, lat: int, lon: int, why: str,
               cfg: MotionConfig, out: list[Derived]) -> None:
     trip = state["trip"]
     state["trip"] = None
+    if trip is None:
+        return
     if not (trip["announced"] or _qualifies(trip, end_t, cfg)):
         return  # a shuffle across the yard is not a trip
     if not trip["announced"]:
@@ -123,7 +126,7 @@ def _end_trip(state: dict[str, Any], end_t: int, lat: int, lon: int, why: str,
     }))
 
 
-def _overspeed(state: dict[str, Any], fix: dict[str, Any], fence_limit: int | None,
+def _overspeed(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
                cfg: MotionConfig, out: list[Derived]) -> None:
     limit = fence_limit if fence_limit is not None else (cfg.speed_limit_kmh or None)
     over = state["over"]

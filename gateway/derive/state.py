@@ -1,0 +1,87 @@
+"""The per-device derive state, as typed records: their fields are the documentation.
+
+The state is saved as JSON with the commit that changed it (``derive_state`` in
+STORE.md) and read back at start, so the records are TypedDicts: plain dicts at run
+time (no conversion on the per-fix path, nothing to measure), typed for the checker.
+Tuples come back from JSON as lists; the code reads them by position either way.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class LastFix(TypedDict):
+    """The newest judged fix, for step lengths and the odometer."""
+
+    t: int
+    lat: int
+    lon: int
+    acc: int
+
+
+class Trip(TypedDict):
+    """A trip in progress: where and when it started, distance so far, top speed."""
+
+    start: int
+    lat: int
+    lon: int
+    dist: float
+    max: int
+    announced: bool  # trip_start was sent
+
+
+class Overspeed(TypedDict):
+    """A stretch above the limit in progress (sent once it lasts overspeed_min_s)."""
+
+    start: int
+    lat: int
+    lon: int
+    max: int
+    limit: int
+    sent: bool
+
+
+class MotionState(TypedDict):
+    last: LastFix | None
+    odometer_m: float
+    ign_seen: bool  # the device reports ignition: it, not motion, decides trips
+    trip: Trip | None
+    still_since: int | None
+    stop_sent: bool
+    idle_sent: bool
+    over: Overspeed | None
+
+
+class Inside(TypedDict):
+    """A fence the device is in: since when, where it entered, the exit streak."""
+
+    since: int
+    lat: int
+    lon: int
+    out: int  # consecutive fixes beyond the exit threshold
+    out_t: int
+    out_lat: NotRequired[int]
+    out_lon: NotRequired[int]
+    dwell: bool  # geofence_dwell was sent
+
+
+# fence id -> (fixes beyond the entry threshold in a row, first one's t, lat, lon)
+Pending = tuple[int, int, int, int]
+
+
+class FenceState(TypedDict):
+    inside: dict[str, Inside]
+    pending: dict[str, Pending]
+    last: list[int] | None  # [t, lat, lon] of the newest judged fix
+
+
+class DeviceDerive(TypedDict):
+    """Everything derived per device, saved with each commit that changes it."""
+
+    fences: FenceState
+    motion: MotionState
+    released_t: int | None  # the newest fix time judged (the reorder window's edge)
+    seen: float  # when the device was last heard from (arrival time)
+    online: bool | None
+    ooh_t: NotRequired[int]  # the last out_of_hours event (at most one an hour)
