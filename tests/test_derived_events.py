@@ -40,7 +40,7 @@ from fieldtrack.gateway.derive.engine import DeriveConfig
 from fieldtrack.gateway.derive.fence_tracker import Derived
 from fieldtrack.gateway.derive.motion import MotionConfig
 from fieldtrack.gateway.fences.index import FenceIndex
-from fieldtrack.gateway.ingest.position_filter import distance_m
+from fieldtrack.gateway.geo import distance_m
 
 T = MONDAY  # 08:00 UTC, 09:00 in Berlin
 FENCE_KINDS = ("geofence_enter", "geofence_exit", "geofence_dwell", "no_go_enter", "visit")

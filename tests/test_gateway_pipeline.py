@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from fieldtrack.gateway.geo import distance_m
 from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
-from fieldtrack.gateway.ingest.position_filter import FilterConfig, distance_m
+from fieldtrack.gateway.ingest.position_filter import FilterConfig
 from fieldtrack.gateway.store.sqlite import Batch, Device, Store
 from fieldtrack.protocol import cbor, cose, fast
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from fieldtrack.gateway.derive.fence_tracker import Derived
 from fieldtrack.gateway.derive.state import MotionState, Trip
-from fieldtrack.gateway.ingest.position_filter import distance_m
+from fieldtrack.gateway.geo import distance_m
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ from typing import Any
 
 from fieldtrack.gateway.derive.motion import MotionConfig
 from fieldtrack.gateway.fences.model import Fence
-from fieldtrack.gateway.geo import M_PER_DEG
-from fieldtrack.gateway.ingest.position_filter import distance_m
+from fieldtrack.gateway.geo import M_PER_DEG, distance_m
 from fieldtrack.tools.report.model import (
     FENCE_KINDS,
     Check,
