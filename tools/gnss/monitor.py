@@ -1,10 +1,10 @@
 """What a GNSS receiver reports: its fix, position, motion, DOPs and time to first fix.
 
 Pure logic: bytes or sentences in, state out; the serial port, files and the screen stay
-in ``gnss_cmd``. ``GnssMonitor`` frames the stream with ``nmea_stream``, parses each
+in ``command``. ``GnssMonitor`` frames the stream with ``nmea_stream``, parses each
 sentence with pynmea2 (checksum required: a sentence without a valid one is counted and
-dropped), keeps the satellites in a ``gnss_sky.Sky``, and judges the antenna placement
-with ``gnss_checks``.
+dropped), keeps the satellites in a ``sky.Sky``, and judges the antenna placement
+with ``checks``.
 
 An epoch is one receiver measurement cycle: it opens when a position sentence (RMC, GGA,
 GNS, GLL) carries a new UTC time, or, while the receiver has no clock yet, when one of them

@@ -12,8 +12,8 @@ Distance and driving time are the trips' (``trip_end`` events: the gateway's own
 jitter-proof odometer). A device without any trip that day falls back to the fixes:
 the same odometer rule (``gateway/derive/motion.py``) over its unflagged fixes.
 
-``build`` is pure: rows in, a ``Report`` out. The types are in ``report_model``, the
-edge that queries the store is ``report_store.read_day``, and the renderings (table,
+``build`` is pure: rows in, a ``Report`` out. The types are in ``model``, the
+edge that queries the store is ``reader.read_day``, and the renderings (table,
 CSV, HTML, map) are elsewhere.
 """
 

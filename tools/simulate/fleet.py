@@ -6,15 +6,15 @@ edge is one paho-mqtt client publishing QoS 1 with a bounded number in flight.
 
 This module is the ``Fleet`` and its heap. The parts, in the order a frame is made:
 
-- ``sim_legs``: a van's day as stays and drives; ``sim_grid`` and ``sim_gpx`` make the
+- ``legs``: a van's day as stays and drives; ``grid`` and ``gpx`` make the
   day on a street grid with customer visits, or along a GPX track;
-- ``sim_config``: ``FleetConfig``, what a fleet is, and its device ids;
-- ``sim_tracker``: ``SimDevice``, the firmware's policy and records; ``sim_signer``;
-- ``sim_clock`` and ``sim_mqtt``: the clock, and the ``MqttRunner`` that publishes;
-- ``sim_register``: device keys from the gateway's store; ``sim_background``: a fleet
+- ``config``: ``FleetConfig``, what a fleet is, and its device ids;
+- ``tracker``: ``SimDevice``, the firmware's policy and records; ``signer``;
+- ``clock`` and ``mqtt``: the clock, and the ``MqttRunner`` that publishes;
+- ``register``: device keys from the gateway's store; ``background``: a fleet
   on a thread of its own, for the demo and ``gateway run --sample-publisher``.
 
-Pure: all but the edge (``sim_register``, ``sim_mqtt``, ``sim_background``).
+Pure: all but the edge (``register``, ``mqtt``, ``background``).
 """
 
 from __future__ import annotations

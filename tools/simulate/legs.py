@@ -1,6 +1,6 @@
 """A van's day as legs: stays and straight drives, each with its position at any time.
 
-A route (``sim_grid``, ``sim_gpx``) yields legs one after another; a tracker asks the
+A route (``grid``, ``gpx``) yields legs one after another; a tracker asks the
 current leg where the van is. The motion is in local metres east/north of an origin.
 """
 
