@@ -23,7 +23,7 @@ About 5 % are no-go zones, 5 % speed zones, 5 % have active hours and 5 % apply 
 another device group only, so every rule of the tracker is on the path. The sets are
 nested and spread over the whole city at every N (the first 1,000 fences of the
 100,000 are the 1,000-fence set, and so on) and all are parsed from one GeoJSON
-FeatureCollection with ``geofence.parse``.
+FeatureCollection with ``fences.loader.parse``.
 
 The fixes: vans report every 10 s while they drive the street grid at 30-50 km/h.
 Half of their stops are at one of the first 100 fences of the layout (present in every set): the
@@ -88,8 +88,10 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import shapely  # noqa: E402
 
-from fieldtrack.gateway import fence_tracker, geofence  # noqa: E402
+from fieldtrack.gateway.derive import fence_tracker  # noqa: E402
 from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine  # noqa: E402
+from fieldtrack.gateway.fences.index import FenceIndex  # noqa: E402
+from fieldtrack.gateway.fences.loader import parse  # noqa: E402
 from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from fieldtrack.gateway.store.sqlite import Batch, Device  # noqa: E402
 from fieldtrack.protocol import cose, fast, topics  # noqa: E402
@@ -379,7 +381,7 @@ def interleave(tracks: list[list[dict[str, Any]]], start: int, stop: int
 # --- 1. the fence stage ------------------------------------------------------------------
 
 
-def warm_states(index: geofence.FenceIndex, warm: list[tuple[int, dict[str, Any]]],
+def warm_states(index: FenceIndex, warm: list[tuple[int, dict[str, Any]]],
                 n_dev: int, cfg: fence_tracker.FenceConfig) -> list[dict[str, Any]]:
     states = [fence_tracker.new_state() for _ in range(n_dev)]
     for d, fix in warm:
@@ -387,7 +389,7 @@ def warm_states(index: geofence.FenceIndex, warm: list[tuple[int, dict[str, Any]
     return states
 
 
-def run_track(index: geofence.FenceIndex, states: list[dict[str, Any]],
+def run_track(index: FenceIndex, states: list[dict[str, Any]],
               fixes: list[tuple[int, dict[str, Any]]], cfg: fence_tracker.FenceConfig,
               events: list[Any]) -> float:
     """CPU seconds of ``track`` over ``fixes``; the events it derives go to ``events``."""
@@ -413,7 +415,7 @@ def lookups(timed: list[tuple[int, dict[str, Any]]], tracks: list[list[dict[str,
     return out
 
 
-def run_lookups(index: geofence.FenceIndex,
+def run_lookups(index: FenceIndex,
                 points: list[tuple[float, float, tuple[float, float] | None]]) -> float:
     """CPU seconds to find the candidates of every fix: the fences whose bounding box
     holds it and those whose bounding box meets the segment from the previous fix."""
@@ -440,7 +442,7 @@ def events_digest(events: list[Any]) -> str:
 # --- 2. brute force ----------------------------------------------------------------------
 
 
-def run_brute(index: geofence.FenceIndex, sample: list[dict[str, Any]]) -> float:
+def run_brute(index: FenceIndex, sample: list[dict[str, Any]]) -> float:
     """CPU microseconds per fix to take the signed distance to every fence."""
     fences = index.fences
     t0 = CLOCK()
@@ -484,7 +486,7 @@ def pipeline_messages(tracks: list[list[dict[str, Any]]], signed: bool
     return registry, out
 
 
-def run_pipeline(index: geofence.FenceIndex, registry: dict[str, Device],
+def run_pipeline(index: FenceIndex, registry: dict[str, Device],
                  messages: list[tuple[str, bytes, int]], warm: int) -> float:
     """Positions per CPU second through ``Pipeline.process`` after ``warm`` messages."""
     clock = Clock()
@@ -558,9 +560,9 @@ def build_layout(name: str, n_dev: int, warm_n: int, fix_n: int,
     what the fixes meet (untimed)."""
     log("%s layout: generating and parsing %s fences..." % (name, n_(max(SIZES))))
     doc, centres, rings_m = fences_doc(name, max(SIZES))
-    all_fences = geofence.parse(doc, "benchmark")
+    all_fences = parse(doc, "benchmark")
     del doc
-    indexes = {n: geofence.FenceIndex(all_fences[:n]) for n in SIZES}
+    indexes = {n: FenceIndex(all_fences[:n]) for n in SIZES}
     anchors = [(float(x), float(y), float(r)) for x, y, r in centres[:ANCHORS]]
     tracks = device_tracks(n_dev, warm_n + fix_n, anchors, seed=2)
     warm = interleave(tracks, 0, warm_n)
@@ -656,7 +658,7 @@ def main() -> int:
     pipe_tracks = device_tracks(p["pipe_devices"], p["pipe_frames"], city["anchors"], seed=3)
     warm_msgs = p["pipe_devices"] * p["pipe_warm"]
     plans = {signed: pipeline_messages(pipe_tracks, signed) for signed in (True, False)}
-    empty = geofence.FenceIndex([])
+    empty = FenceIndex([])
     pipe_settings = [(s, n) for s in (True, False) for n in (0, PIPELINE_FENCES)]
     pipe_rate: dict[tuple[bool, int], list[float]] = {k: [] for k in pipe_settings}
     for r in range(p["pipe_repeats"]):
