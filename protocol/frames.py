@@ -6,8 +6,8 @@ dict (``{"type": "position", "lat": 525200000, ...}``) so the same code runs on
 MicroPython. ``to_wire`` turns a dict into the CBOR data item, ``from_wire`` checks a
 decoded data item and returns the dict; ``encode``/``decode`` add the pure CBOR codec.
 The field tables are in ``schema``, fix and batch coding in ``fixes``. The frames a
-tracker codes are here; the others in ``frames_other``, loaded on first use, so that
-the firmware does not hold their code in its heap.
+tracker codes are here (and the receipts it decodes); the others in ``frames_other``,
+loaded on first use, so that the firmware does not hold their code in its heap.
 """
 
 from . import cbor
@@ -28,6 +28,7 @@ from .schema import (  # noqa: F401 (re-exported: the frame vocabulary)
     MAX_BATCH,
     MAX_DEPTH,
     MAX_FRAME_BYTES,
+    MAX_RECEIPT,
     POSITION_EXT,
     STATUS_FIELDS,
     TYPE_CODES,
@@ -62,6 +63,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_DEPTH",
     "MAX_FRAME_BYTES",
+    "MAX_RECEIPT",
     "POSITION_EXT",
     "STATUS_FIELDS",
     "TYPE_CODES",
@@ -71,6 +73,7 @@ __all__ = [
     "VERSION",
     "decode",
     "decode_command",
+    "decode_downlink",
     "encode",
     "encode_batch",
     "from_wire",
@@ -168,6 +171,7 @@ def encode_batch(boot: int, seq: int, rows: list[Any], res: int = 1) -> bytes:
 
 
 _COMMAND_H = (VERSION - 1) * 8 + TYPE_CODES["command"]
+_RECEIPT_H = (VERSION - 1) * 8 + TYPE_CODES["receipt"]
 
 
 def _event_pos_to_wire(frame: dict[Any, Any]) -> "Any":
@@ -210,6 +214,12 @@ def from_wire(items: "Any") -> dict[Any, Any]:
     need(items, 3, ftype)
     frame["boot"] = check_int(items[1], "boot", 0, U32)
     frame["seq"] = check_int(items[2], "seq", 0, U32)
+    if ftype == "receipt":  # the one keyed frame a tracker receives: decoded here
+        need(items, 4, ftype)
+        n = frame["n"] = check_int(items[3], "n", 1, MAX_RECEIPT)
+        if frame["seq"] + n - 1 > U32:
+            raise bad("n", "the receipt's seq overflows 32 bits")
+        return frame
     _other().from_wire(items, frame)  # frames a tracker does not receive
     return frame
 
@@ -237,11 +247,21 @@ def decode(data: bytes) -> dict[Any, Any]:
 
 
 def decode_command(data: bytes) -> dict[Any, Any]:
-    """As ``decode``, for a tracker: anything but a command frame raises ``FrameError``.
+    """As ``decode_downlink``, for commands only: a receipt raises ``FrameError`` too."""
+    frame = decode_downlink(data)
+    if frame["type"] != "command":
+        raise FrameError(UNKNOWN_TYPE, "not a command frame", "type")
+    return frame
 
-    The other frame types are never decoded, so their code is never loaded.
+
+def decode_downlink(data: bytes) -> dict[Any, Any]:
+    """As ``decode``, for a tracker's downlink topic: a command or a receipt, else
+    ``FrameError`` (``unknown_frame_type`` for any other type, which a tracker ignores).
+
+    One entry point for everything a tracker receives; uplink frame types are never
+    decoded, so their code is never loaded.
     """
     items = cbor.loads(data, MAX_FRAME_BYTES, MAX_DEPTH, False, ())
-    if not isinstance(items, list) or not items or items[0] != _COMMAND_H:
-        raise FrameError(UNKNOWN_TYPE, "not a command frame", "type")
+    if not isinstance(items, list) or not items or items[0] not in (_COMMAND_H, _RECEIPT_H):
+        raise FrameError(UNKNOWN_TYPE, "not a command or receipt", "type")
     return from_wire(items)

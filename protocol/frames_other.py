@@ -1,10 +1,10 @@
-"""The frames a tracker never codes: positions, batches of fix dicts and commands out,
-positions, batches, events, status and acks in.
+"""The frames a tracker never codes: positions, batches of fix dicts, commands and
+receipts out, positions, batches, events, status and acks in.
 
 ``frames.to_wire`` and ``frames.from_wire`` hand these types to this module, imported on
 first use: the firmware, which sends events, status, acks and batches of stored rows and
-receives commands, never loads it. The decoding half of the fix and batch coding of
-``fixes`` is here too.
+receives commands and receipts, never loads it. The decoding half of the fix and batch
+coding of ``fixes`` is here too.
 """
 
 from .fixes import batch_tail, fix_items, flags_of
@@ -21,6 +21,7 @@ from .schema import (
     FLAG_BITS,
     HEADER_NAMES,
     MAX_BATCH,
+    MAX_RECEIPT,
     POSITION_EXT,
     STATUS_FIELDS,
     U32,
@@ -47,7 +48,7 @@ _EXT_NAMES = tuple(spec[0] for spec in POSITION_EXT.values())
 
 
 def to_wire(frame: dict[Any, Any], items: list[Any]) -> None:
-    """``frames.to_wire`` of a position, a batch of fix dicts or a command."""
+    """``frames.to_wire`` of a position, a batch of fix dicts, a command or a receipt."""
     ftype = frame["type"]
     if ftype == "position":
         only(frame, HEADER_NAMES + _FIX_NAMES + _EXT_NAMES)
@@ -68,6 +69,12 @@ def to_wire(frame: dict[Any, Any], items: list[Any]) -> None:
                 raise bad("fixes", "each fix is a map")
             only(dict(fix, type="batch"), ("type",) + _FIX_NAMES)
         items.extend(batch_tail([fix_items(f) for f in fixes], res))
+    elif ftype == "receipt":
+        only(frame, HEADER_NAMES + ("n",))
+        n = check_int(frame.get("n"), "n", 1, MAX_RECEIPT)
+        if items[2] + n - 1 > U32:
+            raise bad("n", "the receipt's seq overflows 32 bits")
+        items.append(n)
     else:  # command
         only(frame, ("type", "v", "cid", "kind", "exp", "args"))
         items.append(check_int(frame.get("cid"), "cid", 0, U32))

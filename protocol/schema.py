@@ -16,9 +16,11 @@ MAX_FRAME_BYTES = 16384
 MAX_DEPTH = 6
 MAX_BATCH = 255
 
-TYPES = ("position", "batch", "event", "status", "command_ack", "command")
+TYPES = ("position", "batch", "event", "status", "command_ack", "command", "receipt")
 TYPE_CODES = {name: code for code, name in enumerate(TYPES)}
 UPLINK_TYPES = ("position", "batch", "event", "status", "command_ack")
+# A receipt confirms 1..MAX_RECEIPT records of one boot epoch: seq .. seq + n - 1.
+MAX_RECEIPT = 65536
 
 U32 = 0xFFFFFFFF
 
@@ -235,7 +237,7 @@ def code_of(name: "Any", table: tuple[Any, ...], field: str) -> int:
     raise bad(field, "unknown %s %r" % (field, name))
 
 
-HEADER_NAMES = ("type", "v", "boot", "seq")  # the fields every uplink frame dict has
+HEADER_NAMES = ("type", "v", "boot", "seq")  # the fields of every uplink frame and receipt
 
 
 def only(frame: dict[Any, Any], allowed: tuple[Any, ...]) -> None:

@@ -1,8 +1,8 @@
 """The MQTT topic scheme: short, because every byte is paid for on a cellular link.
 
 ``ft/u/<device>`` uplink frames (QoS 1), ``ft/d/<device>`` downlink commands
-(QoS 1), ``ft/s/<device>`` presence (retained; CBOR ``1`` online, ``0`` offline,
-the latter also as the device's last will).
+(QoS 1) and receipts (QoS 0), ``ft/s/<device>`` presence (retained; CBOR ``1``
+online, ``0`` offline, the latter also as the device's last will).
 """
 
 from .errors import BAD_FIELD, FrameError

@@ -45,7 +45,7 @@ VECTORS = json.loads((PROTOCOL / "vectors" / "v1.json").read_text())
 REJECTED_BY_SCHEMA = (
     "a bare integer",
     "empty array",
-    "unknown frame type 6",
+    "unknown frame type 7",
     "frame version 2",
     "position with too few items",
     "latitude out of range",
@@ -58,6 +58,9 @@ REJECTED_BY_SCHEMA = (
     "digest of 31 bytes",
     "batch of 0 fixes",
     "command without a known kind",
+    "receipt without its count",
+    "receipt of 0 records",
+    "receipt of 65537 records",
 )
 # The others are faults of the serialization or span several items, which CDDL does
 # not describe (SPEC.md does), or, for the bignum, one pycddl does not see: it reads
@@ -74,6 +77,7 @@ OUTSIDE_SCHEMA = (
     "invalid UTF-8 in a text string",
     "batch column of the wrong length",
     "batch whose deltas leave the latitude range",
+    "receipt past the last seq",
     "frame over 16 KiB",
 )
 
@@ -151,6 +155,8 @@ def test_choices_are_expanded_down_to_every_frame_layout() -> None:
         "signed-uplink",
         "signed-command",
         "fw-update-command",
+        "receipt",
+        "signed-receipt",
     }
 
 
@@ -162,16 +168,22 @@ def test_valid_vector_matches_its_frame_rule(vector: dict[str, Any]) -> None:
     assert matches("fieldtrack-message", data)
 
 
+# The envelope rule and the payload rule of a signed vector, by the payload's type.
+SIGNED_RULES = {"receipt": ("signed-receipt", "receipt")}
+
+
 @pytest.mark.parametrize("vector", VECTORS["signed"], ids=_names("signed"))
 def test_signed_vector_matches_the_cose_mac0_rule(vector: dict[str, Any]) -> None:
     data = bytes.fromhex(vector["hex"])
-    assert matches("signed-uplink", data)
+    ftype = frames.decode(bytes.fromhex(vector["payload"]))["type"]
+    envelope_rule, payload_rule = SIGNED_RULES.get(ftype, ("signed-uplink", "uplink-frame"))
+    assert matches(envelope_rule, data)
     assert matches("fieldtrack-message", data)
     # What pycddl cannot look into: the byte strings that hold CBOR.
     envelope = cbor.loads(data, allow_tags=(17,))
     protected, unprotected, payload, _ = envelope.value
     assert matches("hmac-256-64", protected)
-    assert matches("uplink-frame", payload)
+    assert matches(payload_rule, payload)
     assert payload.hex() == vector["payload"]
     assert unprotected[4] == vector["kid"].encode("utf-8")
 
@@ -183,6 +195,14 @@ def test_signed_command_matches_the_downlink_rule() -> None:
     assert matches("signed-command", data)
     assert matches("downlink-message", data)
     assert matches("command", payload)
+
+
+def test_receipts_are_downlink_only() -> None:
+    for vector in VECTORS["valid"]:
+        if vector["frame"]["type"] == "receipt":
+            data = bytes.fromhex(vector["hex"])
+            assert matches("downlink-message", data)
+            assert not matches("uplink-message", data)
 
 
 @pytest.mark.parametrize(("payload", "valid"), [(b"\x01", True), (b"\x00", True), (b"\x02", False)])

@@ -1,4 +1,5 @@
-"""``frames.decode_command``: a tracker decodes commands only, with ``decode``'s checks."""
+"""``frames.decode_command`` and ``frames.decode_downlink``: what a tracker decodes, with
+``decode``'s checks."""
 
 import pytest
 
@@ -33,3 +34,35 @@ def test_bad_commands_fail_as_in_decode() -> None:
         frames.decode_command(bytes(data))
     assert str(a.value) == str(b.value)
     assert a.value.code == "bad_field"
+
+
+RECEIPT = {"type": "receipt", "v": 1, "boot": 3, "seq": 1207, "n": 60}
+
+
+@pytest.mark.parametrize("frame", [COMMAND, RECEIPT])
+def test_downlink_frames_decode_as_decode_does(frame: dict[str, object]) -> None:
+    data = frames.encode(frame)
+    assert frames.decode_downlink(data) == frames.decode(data) == frame
+
+
+def test_a_receipt_is_not_a_command() -> None:
+    with pytest.raises(FrameError) as info:
+        frames.decode_command(frames.encode(RECEIPT))
+    assert info.value.code == "unknown_frame_type"
+
+
+@pytest.mark.parametrize("data", [b"\x01", b"\x80", bytes.fromhex("83070000")])
+def test_downlink_refuses_what_is_no_downlink_frame(data: bytes) -> None:
+    with pytest.raises(FrameError) as info:
+        frames.decode_downlink(data)
+    assert info.value.code == "unknown_frame_type"
+
+
+def test_bad_receipts_fail_as_in_decode() -> None:
+    data = bytes.fromhex("8406031affffffff02")  # seq 2^32 - 1 and n 2 pass the last seq
+    with pytest.raises(FrameError) as a:
+        frames.decode(data)
+    with pytest.raises(FrameError) as b:
+        frames.decode_downlink(data)
+    assert str(a.value) == str(b.value)
+    assert a.value.field == "n"

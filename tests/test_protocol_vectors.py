@@ -12,6 +12,7 @@ from fieldtrack.protocol.errors import FrameError
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "protocol" / "vectors" / "v1.json").read_text()
 )
+DOWNLINK_TYPES = ("command", "receipt")  # what frames.decode_downlink takes
 IMPLEMENTATIONS = {
     "pure": (frames.encode, frames.decode),
     "cbor2": (fast.encode, fast.decode),
@@ -62,6 +63,17 @@ def test_unwraps_and_verifies_signed_frame(vector: dict[str, Any]) -> None:
     assert payload.hex() == vector["payload"]
     assert mac.verify(bytes.fromhex(vector["key"]))
     assert not mac.verify(bytes(32))
+
+
+@pytest.mark.parametrize("vector", VECTORS["valid"], ids=_names("valid"))
+def test_downlink_entry_point_takes_commands_and_receipts_only(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["hex"])
+    if vector["frame"]["type"] in DOWNLINK_TYPES:
+        assert jsonform.to_json(frames.decode_downlink(data)) == vector["frame"]
+    else:
+        with pytest.raises(FrameError) as info:
+            frames.decode_downlink(data)
+        assert info.value.code == "unknown_frame_type"
 
 
 def test_vectors_cover_every_frame_type_and_event_kind() -> None:

@@ -6,8 +6,9 @@ import sys
 from protocol import cbor, cose, frames, jsonform
 from protocol.errors import FrameError
 
+DOWNLINK_TYPES = ("command", "receipt")  # what frames.decode_downlink takes
 failures = []
-checked = {"valid": 0, "invalid": 0, "signed": 0}
+checked = {"valid": 0, "invalid": 0, "signed": 0, "downlink": 0}
 with open(sys.argv[1]) as f:
     vectors = json.load(f)
 
@@ -21,6 +22,17 @@ for v in vectors["valid"]:
     except Exception as e:
         failures.append("raised %s: %r" % (v["name"], e))
     checked["valid"] += 1
+    # The tracker's one entry point for its downlink topic: commands and receipts only.
+    try:
+        got = frames.decode_downlink(bytes.fromhex(v["hex"]))
+        if v["frame"]["type"] not in DOWNLINK_TYPES:
+            failures.append("decode_downlink accepted " + v["name"])
+        elif jsonform.to_json(got) != v["frame"]:
+            failures.append("decode_downlink " + v["name"])
+    except FrameError as e:
+        if v["frame"]["type"] in DOWNLINK_TYPES or e.code != "unknown_frame_type":
+            failures.append("decode_downlink %s: %s" % (v["name"], e.code))
+    checked["downlink"] += 1
 
 for v in vectors["invalid"]:
     try:
