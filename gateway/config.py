@@ -51,6 +51,7 @@ class StoreConfig:
 @dataclass(frozen=True)
 class PipelineSettings:
     max_boot_lag: int = 3
+    receipts: bool = True  # tell devices after each commit which records are settled
 
 
 @dataclass(frozen=True)

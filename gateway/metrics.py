@@ -15,6 +15,8 @@ POSITIONS_STORED = Counter("fieldtrack_positions_stored", "Positions newly commi
 EVENTS_STORED = Counter("fieldtrack_events_stored", "Events, status and acks newly committed")
 DUPLICATES = Counter("fieldtrack_duplicates", "Records already stored (redeliveries)")
 REJECTS = Counter("fieldtrack_rejects", "Rejected frames and dropped fixes", ["reason"])
+RECEIPTS_SENT = Counter("fieldtrack_receipts_sent",
+                        "Receipts published to devices after their records' commit")
 ACKS_PENDING = Gauge("fieldtrack_acks_pending", "Messages received, not yet committed and acked")
 MQTT_CONNECTED = Gauge("fieldtrack_mqtt_connected", "1 while connected to the broker")
 SINK_BACKLOG = Gauge("fieldtrack_sink_backlog", "Rows stored but not yet delivered", ["sink"])

@@ -230,10 +230,21 @@ class Gateway:
         if self.connected:  # dead letters are best effort (QoS 0), like the log
             for topic, payload in report.dead_letters:
                 self.client.publish(topic, payload, qos=0)
+        self._send_receipts(report.receipts)
         for outbox in self.outboxes:
             outbox.wake.set()
         if self.on_commit is not None:
             self.on_commit(acked)
+
+    def _send_receipts(self, receipts: list[tuple[str, bytes]]) -> None:
+        """After their commit, never before: QoS 0, as a lost one only costs a resend."""
+        if not self.connected:
+            return  # the devices send again and get receipts for the copies
+        sent = 0
+        for topic, payload in receipts:
+            if self.client.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS:
+                sent += 1
+        metrics.RECEIPTS_SENT.inc(sent)
 
     def _check_pipeline(self) -> None:
         if not self.process.is_alive():

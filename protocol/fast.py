@@ -260,6 +260,13 @@ def unwrap(data: bytes, max_size: int) -> tuple[Any, ...]:
     return cose.unwrap(data, max_size)
 
 
+def sign(payload: bytes, key: bytes, kid: str) -> bytes:
+    """As ``cose.sign`` (the same bytes), with the C HMAC: the gateway signs receipts."""
+    tag = hmac.digest(key, cose.mac_structure(payload), "sha256")[: cose.TAG_BYTES]
+    head: bytes = cbor2.dumps(kid.encode("utf-8")) + cbor2.dumps(payload)
+    return _MAC0_START + head + b"\x48" + tag
+
+
 def verify(mac: cose.Mac0, key: bytes) -> bool:
     """As ``Mac0.verify``, with the C HMAC in one call; constant time."""
     expected = hmac.digest(key, cose.mac_structure(mac.payload), "sha256")[: cose.TAG_BYTES]

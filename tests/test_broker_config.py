@@ -481,6 +481,19 @@ def test_device_receives_its_own_commands_only(connect: Any) -> None:
     assert van.messages.empty()
 
 
+def test_device_receives_its_own_receipts_only(connect: Any) -> None:
+    """Receipts are QoS 0 on the command topic: the same rights, no PUBACK to check."""
+    van = connect("van-1")
+    assert van.subscribe("ft/d/van-2") == GRANTED_QOS_1  # granted, yet never delivered
+    assert van.subscribe("ft/d/van-1") == GRANTED_QOS_1
+    gateway = connect("fieldtrack-gateway")
+    gateway.publish("ft/d/van-2", b"receipt-for-van-2", qos=0)
+    gateway.publish("ft/d/van-1", b"receipt-for-van-1", qos=0)
+    msg = van.receive()
+    assert (msg.topic, msg.payload, msg.qos) == ("ft/d/van-1", b"receipt-for-van-1", 0)
+    assert van.messages.empty()
+
+
 def test_device_wildcard_subscriptions_stay_silent(connect: Any) -> None:
     van = connect("van-1")
     # Filters that overlap on no topic: a message matching two of them would come twice.

@@ -59,6 +59,7 @@ class Outcome:
     records: int = 0
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (filter, detail)
     reject: Rejected | None = None
+    keys: tuple[int, int, int] | None = None  # (boot, seq, n) of an authenticated frame
 
 
 class Pipeline:
@@ -85,6 +86,8 @@ class Pipeline:
             speaker = authenticate(topic, data, self.registry)
             outcome.device = speaker.device.id
             frame = self._decode(speaker.payload, speaker.device.id)
+            outcome.keys = (frame["boot"], frame["seq"],
+                            len(frame["fixes"]) if frame["type"] == "batch" else 1)
             records = self._records(speaker.device, frame, outcome)
         except Rejected as exc:
             outcome.reject = exc

@@ -33,6 +33,7 @@ from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
+from fieldtrack.gateway.ingest import receipts
 from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store.sqlite import Batch, Store, StoreError
@@ -62,6 +63,8 @@ class Report:
     pipeline_buckets: list[int] = field(default_factory=lambda: [0] * _NO_BUCKETS)
     pipeline_s: float = 0.0
     commit_s: float = 0.0
+    settled: list[receipts.Run] = field(default_factory=list)  # records judged for good
+    receipts: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
 
 
 class Worker:
@@ -143,6 +146,10 @@ class Worker:
         report = self.report
         report.pipeline_buckets[metrics.bucket_of(spent)] += 1
         report.pipeline_s += spent
+        if self.config.pipeline.receipts:
+            run = receipts.settled(outcome)
+            if run is not None:
+                report.settled.append(run)
         if outcome.reject is not None:
             reason = outcome.reject.reason
             report.rejects[reason] = report.rejects.get(reason, 0) + 1
@@ -215,6 +222,9 @@ class Worker:
         self.window["rejects"] += len(batch.rejects)
         self.window["duplicates"] += report.duplicates
         self.batch_started = 0.0
+        # Durable now: the receipts may go out, with the report, after the commit.
+        report.receipts = receipts.build(report.settled, self.pipeline.registry)
+        report.settled = []
         return report
 
     # --- time ---------------------------------------------------------------

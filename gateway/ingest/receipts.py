@@ -1,0 +1,86 @@
+"""Receipts: after a commit, which records of each device the gateway has settled.
+
+A device keeps each record until a receipt covers it (protocol SPEC section 16), so a
+broker that loses frames it acknowledged cannot lose data. The pipeline process notes
+the keys of every authenticated frame it settled for good (stored, found stored
+already, or refused for a reason a resend cannot change); once the commit has made
+that durable, ``build`` turns the notes into one receipt per run of consecutive keys,
+signed like a command, for the MQTT process to publish. Pure logic: no sockets, no SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from fieldtrack.gateway.ingest.pipeline import Outcome
+from fieldtrack.gateway.store.sqlite import Device
+from fieldtrack.protocol import fast, topics
+from fieldtrack.protocol.schema import MAX_RECEIPT
+
+# Refusals that sending the frame again cannot change: the device may delete its copy.
+# (A filter's drop leaves the frame accepted, so it needs no entry here.)
+FINAL_REJECTS = frozenset({
+    "stale_sequence",  # its boot epoch is too far behind the device's newest
+    "key_reused",  # its keys are stored with other content; the frame is kept as a reject
+})
+
+Run = tuple[str, int, int, int]  # (device, boot, first seq, number of records)
+
+
+def settled(outcome: Outcome) -> Run | None:
+    """The records one processed message settled for good, or None: no receipt is due.
+
+    None for a frame that failed authentication or decoding (it names no keys anyone
+    can trust) and for one refused for a reason an operator may still remove.
+    """
+    if outcome.keys is None or outcome.device is None:
+        return None
+    if outcome.reject is not None and outcome.reject.reason not in FINAL_REJECTS:
+        return None
+    boot, seq, n = outcome.keys
+    return (outcome.device, boot, seq, n)
+
+
+def merge(runs: Iterable[Run]) -> list[Run]:
+    """Runs of one device and boot that touch or overlap become one, in key order.
+
+    A run longer than a receipt can name (``MAX_RECEIPT`` records) is split.
+    """
+    out: list[Run] = []
+    key: tuple[str, int] | None = None  # the (device, boot) of the run being grown
+    start = end = 0  # its first seq and the seq after its last
+    for device, boot, seq, n in sorted(runs):
+        if key == (device, boot) and seq <= end:
+            end = max(end, seq + n)
+            continue
+        if key is not None:
+            _split(out, key, start, end)
+        key, start, end = (device, boot), seq, seq + n
+    if key is not None:
+        _split(out, key, start, end)
+    return out
+
+
+def _split(out: list[Run], key: tuple[str, int], start: int, end: int) -> None:
+    while start < end:
+        n = min(end - start, MAX_RECEIPT)
+        out.append((key[0], key[1], start, n))
+        start += n
+
+
+def build(runs: Iterable[Run], registry: Mapping[str, Device]) -> list[tuple[str, bytes]]:
+    """``(topic, payload)`` of every receipt for ``runs``, merged.
+
+    Signed with the device's key, as its commands are; plain for a device without a
+    key. A device no longer registered, or disabled since, is told nothing.
+    """
+    out = []
+    for device_id, boot, seq, n in merge(runs):
+        device = registry.get(device_id)
+        if device is None or not device.enabled:
+            continue
+        payload = fast.encode({"type": "receipt", "boot": boot, "seq": seq, "n": n})
+        if device.key is not None:
+            payload = fast.sign(payload, device.key, device_id)
+        out.append((topics.downlink(device_id), payload))
+    return out
