@@ -1,4 +1,5 @@
-"""Bytes on the wire per GPS fix: protocol v1 frames, OwnTracks JSON and Teltonika Codec 8.
+"""Bytes on the wire per GPS fix: protocol v1 frames, OwnTracks JSON and Teltonika Codec 8;
+then what the gateway's receipts cost on the downlink per fix.
 
 Run from the repository root:
 
@@ -7,7 +8,9 @@ Run from the repository root:
 Every row encodes the same 600 fixes of the city track (100 minutes of a delivery van,
 one fix every 10 s). Sizes are MQTT payload bytes: the MQTT fixed header and topic are
 left out of every row alike. The script prints a Markdown table, checks the size targets
-of protocol v1 and exits with status 1 if one of them fails.
+of protocol v1 and exits with status 1 if one of them fails. The receipts table counts
+whole MQTT 3.1.1 PUBLISH packets (fixed header, topic, packet id for QoS 1) instead,
+because a receipt is small enough that its header is a large part of its cost.
 """
 
 import hashlib
@@ -22,7 +25,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.city_track import city_track  # noqa: E402
-from protocol import cose, fast, frames  # noqa: E402
+from protocol import cose, fast, frames, topics  # noqa: E402
 
 N_FIXES = 600
 SEED = 7
@@ -272,6 +275,60 @@ def measure(fixes: list[dict]) -> list[tuple[str, dict]]:
     return rows
 
 
+# --- receipts (downlink) ----------------------------------------------------------------
+
+
+def publish_bytes(topic: str, payload: bytes, qos: int) -> int:
+    """Size of an MQTT 3.1.1 PUBLISH: fixed header, topic with its length, packet id, payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3
+    return 1 + length_bytes + remaining
+
+
+def receipt(boot: int, seq: int, n: int) -> bytes:
+    return fast.encode({"type": "receipt", "boot": boot, "seq": seq, "n": n})
+
+
+def receipt_rows(fixes: list[dict]) -> list[tuple[str, float, float, float]]:
+    """(what, receipt payload bytes, receipt PUBLISH bytes per fix, uplink PUBLISH bytes
+    per fix) for live reporting and for draining a backlog, on the same fixes."""
+    down = topics.downlink(KID)
+    up = topics.uplink(KID)
+    rows = []
+    for label, size, window in (("live, one position frame per fix", 1, 1),
+                                ("backlog, 60-fix batches, one receipt per batch", 60, 1),
+                                ("backlog, 60-fix batches, 4 per commit (merged)", 60, 4)):
+        if size == 1:
+            sent = [cose.sign(fast.encode(f), KEY, KID) for f in position_frames(fixes)]
+        else:
+            sent = [cose.sign(fast.encode(f), KEY, KID) for f in batch_frames(fixes, size)]
+        per_receipt = size * window
+        runs = [(SEQ0 + i, min(per_receipt, len(fixes) - i))
+                for i in range(0, len(fixes), per_receipt)]
+        for signed in (False, True):
+            payloads = [receipt(BOOT, seq, n) for seq, n in runs]
+            if signed:
+                payloads = [cose.sign(p, KEY, KID) for p in payloads]
+            rows.append((
+                "%s, %s" % (label, "signed" if signed else "unsigned"),
+                sum(len(p) for p in payloads) / len(payloads),
+                sum(publish_bytes(down, p, 0) for p in payloads) / len(fixes),
+                sum(publish_bytes(up, p, 1) for p in sent) / len(fixes),
+            ))
+    return rows
+
+
+def receipt_markdown(rows: list[tuple[str, float, float, float]]) -> str:
+    lines = [
+        "| Receipts (QoS 0 on %s) | Receipt payload bytes | Downlink bytes/fix | "
+        "Uplink bytes/fix (signed, QoS 1) |" % topics.downlink(KID),
+        "|---|--:|--:|--:|",
+    ]
+    for label, payload, down, up in rows:
+        lines.append("| %s | %.1f | %.2f | %.2f |" % (label, payload, down, up))
+    return "\n".join(lines)
+
+
 def markdown(rows: list[tuple[str, dict]]) -> str:
     lines = [
         "| Encoding | Payloads | Bytes/payload mean | max | Bytes/fix mean | max |",
@@ -343,6 +400,11 @@ def main() -> int:
                 " -- over the target" if row["frame_max"] > TARGET_POSITION_MAX else "",
             )
         )
+    print()
+    print("Receipts: MQTT 3.1.1 PUBLISH packets, header and topic included (device id %r)"
+          % KID)
+    print()
+    print(receipt_markdown(receipt_rows(fixes)))
     return 0 if ok else 1
 
 

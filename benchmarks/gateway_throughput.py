@@ -23,14 +23,19 @@ process (multiprocessing, spawn), and all of them are ended on exit, also on err
    settings, SQLite store in a temp dir on local disk, WAL, synchronous=FULL; the
    devices in its registry; its pipeline process beside it, whose CPU time and memory
    are counted with the gateway's) receiving the same N frames, signed with per-device keys
-   (COSE_Mac0, as devices send them), then unsigned; and once more signed with the
-   derived events stage off, to show what that stage costs. Rate = N / (first
+   (COSE_Mac0, as devices send them), then unsigned, then signed with the receipts off
+   ([pipeline] receipts = false; by default the gateway publishes one signed receipt per
+   device and run of records after each commit; nobody subscribes to them here, so the
+   broker drops them); and once more signed with the derived events stage off, to show
+   what that stage costs. Rate = N / (first
    publish -> the commit that makes the N-th frame durable); the rows in SQLite must
    number exactly N (checked, as are rejects: none).
 3. Positions/s with signed 60-fix ``batch`` frames (seq of frame k = k * 60).
 4. Latency publish -> commit at about half the signed single-frame rate, paced.
 5. Peak RSS (VmHWM from /proc/<pid>/status) of the gateway's two processes, summed,
-   with 10,000 registered devices, each sending a few signed frames.
+   with 10,000 registered devices, each sending a few signed frames; the same with the
+   receipts off, where a commit covers so many devices that it costs about one receipt
+   per frame (their worst case).
 
 In full mode 1 and 2 are run twice and the best round is reported (the machine may
 be shared). The CPU time per message of the raw subscriber and of the gateway is
@@ -738,7 +743,8 @@ def register(db: Path, devices: list[str], signed: bool) -> None:
     store.close()
 
 
-def gateway_config(port: int, db: Path, events: bool = True) -> dict[str, Any]:
+def gateway_config(port: int, db: Path, events: bool = True,
+                   receipts: bool = True) -> dict[str, Any]:
     """The defaults, except: this broker, this store, no HTTP endpoint, no sinks."""
     config: dict[str, Any] = {
         "log_level": "warning",  # the pipeline process's summary lines would clutter the report
@@ -750,6 +756,8 @@ def gateway_config(port: int, db: Path, events: bool = True) -> dict[str, Any]:
     }
     if not events:
         config["events"] = {"enabled": False}
+    if not receipts:
+        config["pipeline"] = {"receipts": False}
     return config
 
 
@@ -820,6 +828,7 @@ def measure_gateway(
     rate: float = 0.0,
     profile: bool = False,
     events: bool = True,
+    receipts: bool = True,
 ) -> dict[str, Any]:
     """Publish ``plan`` to a gateway; frames/s to durable commit, rows checked."""
     frames = len(plan["devices"]) * plan["frames_each"]
@@ -827,7 +836,7 @@ def measure_gateway(
     with Run(workdir, name) as run:
         db = run.dir / "fieldtrack.db"
         register(db, plan["devices"], plan["signed"])
-        config = gateway_config(run.broker.port, db, events)
+        config = gateway_config(run.broker.port, db, events, receipts)
         gw = run.spawn(gateway_main, config, frames, profile)
         run.wait_ready([gw], 60)
         pubs = [
@@ -1101,8 +1110,9 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
     )
 
     unsigned = dict(single, devices=unsigned_devs, signed=False)
-    log("2. gateway, the same frames, signed and unsigned, best of %d round(s)..." % rounds)
-    signed_runs, unsigned_runs = [], []
+    log("2. gateway, the same frames, signed, unsigned and signed with the receipts off, "
+        "best of %d round(s)..." % rounds)
+    signed_runs, unsigned_runs, quiet_runs = [], [], []
     for rnd in range(rounds):
         r = measure_gateway(workdir, "gw-signed-%d" % rnd, single, pubs)
         signed_runs.append(r)
@@ -1114,8 +1124,13 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
         r = measure_gateway(workdir, "gw-unsigned-%d" % rnd, unsigned, pubs)
         unsigned_runs.append(r)
         log("   unsigned: %s frames/s committed; %s" % (fmt(r["rate"]), split_text(r)))
+        r = measure_gateway(workdir, "gw-noreceipts-%d" % rnd, single, pubs, receipts=False)
+        quiet_runs.append(r)
+        log("   signed, receipts off: %s frames/s committed; %s"
+            % (fmt(r["rate"]), split_text(r)))
     gs = max(signed_runs, key=lambda r: r["rate"])
     gu = max(unsigned_runs, key=lambda r: r["rate"])
+    gq = max(quiet_runs, key=lambda r: r["rate"])
     log("   signed, derived events off ([events] enabled = false), for comparison...")
     ge = measure_gateway(workdir, "gw-noevents", single, pubs, events=False)
     log("   events off: %s frames/s committed; %s" % (fmt(ge["rate"]), split_text(ge)))
@@ -1166,6 +1181,8 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
         "for comparison %d devices: %.1f MiB; %s frames/s"
         % (gm["hwm_mib"], gm["hwm_start_mib"], n_dev, gs["hwm_mib"], fmt(gm["rate"]))
     )
+    gmq = measure_gateway(workdir, "gw-memory-noreceipts", mem_plan, pubs, receipts=False)
+    log("   the same with the receipts off: %s frames/s; %s" % (fmt(gmq["rate"]), split_text(gmq)))
 
     ratio_s = gs["rate"] / raw["rate"]
     ratio_u = gu["rate"] / raw["rate"]
@@ -1195,14 +1212,30 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
         ("Gateway, unsigned frames", "%s frames/s" % fmt(gu["rate"]), "-", "-"),
         ("Gateway / raw, unsigned", "%.2f" % ratio_u, t_ratio, verdict(ratio_u >= TARGET_RATIO)),
         (
+            "Gateway, signed, receipts off (diagnostic); receipts on / off",
+            "%s frames/s; %.2f" % (fmt(gq["rate"]), gs["rate"] / gq["rate"]),
+            "-",
+            "-",
+        ),
+        (
+            "%s devices x %d frames, receipts on / off (about one receipt per frame)"
+            % (fmt(len(mem_devs)), p["mem_frames"]),
+            "%s / %s frames/s; %.2f" % (fmt(gm["rate"]), fmt(gmq["rate"]),
+                                         gm["rate"] / gmq["rate"]),
+            "-",
+            "-",
+        ),
+        (
             "Gateway, signed, derived events off (diagnostic)",
             "%s frames/s (ratio %.2f)" % (fmt(ge["rate"]), ratio_e),
             "-",
             "-",
         ),
         (
-            "CPU per message: raw subscriber / gateway signed / unsigned / events off",
-            "%.0f / %.0f / %.0f / %.0f us" % (raw["sub_us"], gs["gw_us"], gu["gw_us"], ge["gw_us"]),
+            "CPU per message: raw subscriber / gateway signed / unsigned / receipts off / "
+            "events off",
+            "%.0f / %.0f / %.0f / %.0f / %.0f us" % (raw["sub_us"], gs["gw_us"], gu["gw_us"],
+                                                    gq["gw_us"], ge["gw_us"]),
             "-",
             "-",
         ),
@@ -1250,7 +1283,7 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
         )
     )
 
-    others = max(r["others"] for r in (raw, gs, gu, ge, gb, gl, gm))
+    others = max(r["others"] for r in (raw, gs, gu, gq, ge, gb, gl, gm, gmq))
     if others > 0.25:
         log("")
         log(
