@@ -260,11 +260,37 @@ def unwrap(data: bytes, max_size: int) -> tuple[Any, ...]:
     return cose.unwrap(data, max_size)
 
 
+def _bstr_head(size: int) -> bytes:
+    if size < 24:
+        return bytes((0x40 + size,))
+    if size < 256:
+        return bytes((0x58, size))
+    if size < 65536:
+        return bytes((0x59, size >> 8, size & 0xFF))
+    return b"\x5a" + size.to_bytes(4, "big")
+
+
+_MAC0_PREFIX = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"  # as in cose.mac_structure
+
+
 def sign(payload: bytes, key: bytes, kid: str) -> bytes:
     """As ``cose.sign`` (the same bytes), with the C HMAC: the gateway signs receipts."""
-    tag = hmac.digest(key, cose.mac_structure(payload), "sha256")[: cose.TAG_BYTES]
-    head: bytes = cbor2.dumps(kid.encode("utf-8")) + cbor2.dumps(payload)
-    return _MAC0_START + head + b"\x48" + tag
+    body = _bstr_head(len(payload)) + payload
+    tag = hmac.digest(key, _MAC0_PREFIX + body, "sha256")[: cose.TAG_BYTES]
+    kid_bytes = kid.encode("utf-8")
+    return _MAC0_START + _bstr_head(len(kid_bytes)) + kid_bytes + body + b"\x48" + tag
+
+
+_RECEIPT_H = frames.TYPE_CODES["receipt"]
+
+
+def encode_receipt(boot: int, seq: int, n: int) -> bytes:
+    """A receipt's CBOR bytes, as ``encode`` of its dict gives them (and its errors)."""
+    if (type(boot) is int and type(seq) is int and type(n) is int and 0 <= boot <= U32
+            and 0 <= seq <= U32 and 1 <= n <= frames.MAX_RECEIPT and seq + n - 1 <= U32):
+        data: bytes = cbor2.dumps([_RECEIPT_H, boot, seq, n])
+        return data
+    return encode({"type": "receipt", "boot": boot, "seq": seq, "n": n})
 
 
 def verify(mac: cose.Mac0, key: bytes) -> bool:

@@ -84,3 +84,22 @@ def test_vectors_cover_every_frame_type_and_event_kind() -> None:
     assert types == set(frames.TYPES)
     assert kinds == {name for _, name in frames.EVENT_KINDS}
     assert commands == {name for _, name in frames.COMMAND_KINDS}
+
+
+RECEIPTS = [v for v in VECTORS["valid"] if v["frame"]["type"] == "receipt"]
+
+
+@pytest.mark.parametrize("vector", RECEIPTS, ids=[v["name"] for v in RECEIPTS])
+def test_fast_receipt_encodes_to_exact_bytes(vector: dict[str, Any]) -> None:
+    f = vector["frame"]
+    assert fast.encode_receipt(f["boot"], f["seq"], f["n"]).hex() == vector["hex"]
+
+
+@pytest.mark.parametrize("args", [(0, 0, 0), (0, 0xFFFFFFFF, 2), (-1, 0, 1), (0, 0, 65537),
+                                  (True, 0, 1)])
+def test_fast_receipt_refuses_as_encode_does(args: tuple[Any, Any, Any]) -> None:
+    with pytest.raises(FrameError) as a:
+        fast.encode_receipt(*args)
+    with pytest.raises(FrameError) as b:
+        frames.encode({"type": "receipt", "boot": args[0], "seq": args[1], "n": args[2]})
+    assert str(a.value) == str(b.value)

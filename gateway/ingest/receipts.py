@@ -79,7 +79,7 @@ def build(runs: Iterable[Run], registry: Mapping[str, Device]) -> list[tuple[str
         device = registry.get(device_id)
         if device is None or not device.enabled:
             continue
-        payload = fast.encode({"type": "receipt", "boot": boot, "seq": seq, "n": n})
+        payload = fast.encode_receipt(boot, seq, n)
         if device.key is not None:
             payload = fast.sign(payload, device.key, device_id)
         out.append((topics.downlink(device_id), payload))
