@@ -1178,8 +1178,9 @@ def run_all(workdir: Path, p: dict[str, Any], args: argparse.Namespace) -> int:
     gm = measure_gateway(workdir, "gw-memory", mem_plan, pubs)
     log(
         "   gateway VmHWM %.1f MiB (%.1f MiB once subscribed, registry loaded); "
-        "for comparison %d devices: %.1f MiB; %s frames/s"
-        % (gm["hwm_mib"], gm["hwm_start_mib"], n_dev, gs["hwm_mib"], fmt(gm["rate"]))
+        "for comparison %d devices: %.1f MiB; %s frames/s; %s"
+        % (gm["hwm_mib"], gm["hwm_start_mib"], n_dev, gs["hwm_mib"], fmt(gm["rate"]),
+           split_text(gm))
     )
     gmq = measure_gateway(workdir, "gw-memory-noreceipts", mem_plan, pubs, receipts=False)
     log("   the same with the receipts off: %s frames/s; %s" % (fmt(gmq["rate"]), split_text(gmq)))
