@@ -100,3 +100,33 @@ def test_any_valid_lossless_batch_round_trips(fixes: list[dict[str, Any]], seq: 
     assert fast.encode(frame) == data
     assert frames.decode(data) == frame
     assert fast.decode(data) == frame
+
+
+@SETTINGS
+@given(st.binary(max_size=300), st.binary(min_size=1, max_size=80),
+       st.text(st.characters(codec="utf-8"), min_size=1, max_size=32))
+def test_fast_sign_gives_the_pure_signature(payload: bytes, key: bytes, kid: str) -> None:
+    assert fast.sign(payload, key, kid) == cose.sign(payload, key, kid)
+
+
+@SETTINGS
+@given(st.integers(-1, 2**32), st.integers(-1, 2**32), st.integers(-1, 2**16 + 1))
+def test_fast_receipt_agrees_with_encode(boot: int, seq: int, n: int) -> None:
+    def run(encode: Any) -> Any:
+        try:
+            return encode()
+        except FrameError as exc:
+            return exc.code
+    frame = {"type": "receipt", "boot": boot, "seq": seq, "n": n}
+    assert run(lambda: fast.encode_receipt(boot, seq, n)) == run(lambda: frames.encode(frame))
+
+
+@SETTINGS
+@given(mutated())
+def test_downlink_decodes_as_decode_or_refuses(data: bytes) -> None:
+    try:
+        frame = frames.decode_downlink(data)
+    except FrameError as exc:
+        assert exc.code
+        return
+    assert frame["type"] in ("command", "receipt") and frame == frames.decode(data)
