@@ -14,6 +14,8 @@ FRAMES_IN = Counter("fieldtrack_frames_in", "MQTT messages received on device to
 POSITIONS_STORED = Counter("fieldtrack_positions_stored", "Positions newly committed")
 EVENTS_STORED = Counter("fieldtrack_events_stored", "Events, status and acks newly committed")
 DUPLICATES = Counter("fieldtrack_duplicates", "Records already stored (redeliveries)")
+BOOT_ERAS = Counter("fieldtrack_boot_eras",
+                    "New boot eras: devices that lost their boot counter and started afresh")
 REJECTS = Counter("fieldtrack_rejects", "Rejected frames and dropped fixes", ["reason"])
 RECEIPTS_SENT = Counter("fieldtrack_receipts_sent",
                         "Receipts published to devices after their records' commit")

@@ -223,6 +223,7 @@ class Gateway:
         metrics.POSITIONS_STORED.inc(report.positions)
         metrics.EVENTS_STORED.inc(report.events)
         metrics.DUPLICATES.inc(report.duplicates)
+        metrics.BOOT_ERAS.inc(report.eras)
         for reason, n in report.rejects.items():
             metrics.REJECTS.labels(reason).inc(n)
         metrics.STAGE_TIMES.add("pipeline", report.pipeline_buckets, report.pipeline_s)

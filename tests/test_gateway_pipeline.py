@@ -87,10 +87,10 @@ def test_reject_reasons(topic: str, data: bytes, expected: str) -> None:
     assert reason(make(), topic, data) == expected
 
 
-def test_frame_from_a_boot_far_behind_is_stale() -> None:
+def test_a_new_boot_far_behind_is_rejected_as_boot_behind() -> None:
     p = make()
     run(p, "ft/u/van-1", signed(pos(1, boot=10)))
-    assert reason(p, "ft/u/van-1", signed(pos(1, boot=6))) == "stale_sequence"
+    assert reason(p, "ft/u/van-1", signed(pos(1, boot=6))) == "boot_behind"
     assert reason(p, "ft/u/van-1", signed(pos(2, boot=7))) is None
 
 

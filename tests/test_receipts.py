@@ -65,12 +65,19 @@ def test_a_fix_dropped_by_a_filter_is_settled() -> None:
     assert settled("ft/u/van-1", signed(pos(3, lat=0, lon=0))) == ("van-1", 1, 3, 1)
 
 
-def test_a_stale_boot_is_settled() -> None:
+def test_a_new_boot_far_behind_is_not_settled_until_the_operator_resets() -> None:
     p = Pipeline(PipelineConfig(max_boot_lag=3), dict(REGISTRY), {}, clock=lambda: float(NOW))
     assert settled("ft/u/van-1", signed(pos(1, boot=10)), p) is not None
     outcome = p.process("ft/u/van-1", signed(pos(2, boot=5)), NOW * 1000, Batch())
-    assert outcome.reject is not None and outcome.reject.reason == "stale_sequence"
-    assert receipts.settled(outcome) == ("van-1", 5, 2, 1)
+    assert outcome.reject is not None and outcome.reject.reason == "boot_behind"
+    assert receipts.settled(outcome) is None
+
+
+def test_a_frame_with_a_boot_that_is_no_counter_is_settled() -> None:
+    p = Pipeline(PipelineConfig(), dict(REGISTRY), {}, clock=lambda: float(NOW))
+    outcome = p.process("ft/u/van-1", signed(pos(2, boot=U32)), NOW * 1000, Batch())
+    assert outcome.reject is not None and outcome.reject.reason == "bad_boot"
+    assert receipts.settled(outcome) == ("van-1", U32, 2, 1)
 
 
 def test_a_plain_frame_of_a_device_without_a_key_is_settled() -> None:

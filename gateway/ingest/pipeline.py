@@ -1,6 +1,6 @@
 """The gateway pipeline, top to bottom: one MQTT message in, rows for one commit out.
 
-    authenticate -> decode -> check sequence -> filter positions -> rows
+    authenticate -> decode -> judge the boot -> filter positions -> rows
                                                     -> derive events (fences, trips, ...)
                                                     -> attendance (check-in/out)
 
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fieldtrack.gateway import epochs
 from fieldtrack.gateway.derive import attendance
 from fieldtrack.gateway.derive.engine import EventEngine, derived_seq
 from fieldtrack.gateway.derive.fence_tracker import Derived
@@ -35,7 +36,7 @@ from fieldtrack.protocol.errors import FrameError
 @dataclass(frozen=True)
 class PipelineConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
-    max_boot_lag: int = 3  # how many boot epochs back a buffered frame may come from
+    max_boot_lag: int = 3  # how many boot epochs back a new boot may be and still be taken
     attendance: attendance.AttendanceConfig = field(
         default_factory=attendance.AttendanceConfig)
 
@@ -60,6 +61,8 @@ class Outcome:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (filter, detail)
     reject: Rejected | None = None
     keys: tuple[int, int, int] | None = None  # (boot, seq, n) of an authenticated frame
+    epoch: str | None = None  # the boot's verdict when it moved the device's reference
+    boot: int = -1
 
 
 class Pipeline:
@@ -70,6 +73,8 @@ class Pipeline:
         states: dict[str, DeviceState],
         engine: EventEngine | None = None,
         clock: Callable[[], float] | None = None,
+        device_epochs: dict[str, epochs.DeviceEpochs] | None = None,
+        boot_stored: Callable[[str, int], bool] | None = None,
     ) -> None:
         import time
 
@@ -78,6 +83,8 @@ class Pipeline:
         self.states = states
         self.engine = engine
         self.clock = clock or time.time
+        self.epochs = device_epochs if device_epochs is not None else {}
+        self.boot_stored = boot_stored or (lambda device, boot: False)
 
     def process(self, topic: str, data: bytes, received_ms: int, batch: Batch) -> Outcome:
         """Run one message through every stage, adding its rows to ``batch``."""
@@ -88,11 +95,17 @@ class Pipeline:
             frame = self._decode(speaker.payload, speaker.device.id)
             outcome.keys = (frame["boot"], frame["seq"],
                             len(frame["fixes"]) if frame["type"] == "batch" else 1)
+            known = self.epochs.get(speaker.device.id)
+            if known is None or frame["boot"] != known.reference or known.reset:
+                self._judge_boot(speaker.device.id, frame["boot"], outcome, batch)
             records = self._records(speaker.device, frame, outcome)
         except Rejected as exc:
             outcome.reject = exc
             batch.rejects.append(_reject_row(topic, data, exc, received_ms))
             return outcome
+        if records:  # where its rows start: a frame whose keys were reused is kept whole
+            batch.sources.append((len(batch.positions), len(batch.events), topic, data,
+                                  received_ms))
         if records and records[0].frame_type == "position":  # one message: all positions
             self._position_rows(records, received_ms, batch)
         else:
@@ -116,13 +129,30 @@ class Pipeline:
                            device)
         return frame
 
+    def _judge_boot(self, device: str, boot: int, outcome: Outcome, batch: Batch) -> None:
+        """A boot other than the device's reference: take it (as what?) or reject it."""
+        known = self.epochs.get(device)
+        lag = self.config.max_boot_lag
+        verdict = epochs.judge(known, boot, lag, lambda b: self.boot_stored(device, b))
+        if verdict == epochs.INVALID:
+            raise Rejected("bad_boot", "boot %d of %s is not a boot counter (boots are below "
+                           "2^31, SPEC section 8): the device's firmware or state file is "
+                           "broken; the frame is kept here" % (boot, device), device)
+        if verdict == epochs.BEHIND:
+            assert known is not None
+            raise Rejected("boot_behind", "boot %d of %s was never seen and is %d behind its "
+                           "boot %d (more than max_boot_lag %d): if the device lost its boot "
+                           "counter, run `fieldtrack devices reset-epochs %s` to take its next "
+                           "boot" % (boot, device, known.reference - boot, known.reference,
+                                     lag, device), device)
+        known = self.epochs[device] = epochs.take(known, verdict, boot)
+        if epochs.moves_reference(verdict):
+            batch.epochs[device] = known
+            outcome.epoch, outcome.boot = verdict, boot
+
     def _records(self, device: Device, frame: dict[str, Any], outcome: Outcome) -> list[Record]:
         state = self.states.get(device.id)
         boot = frame["boot"]
-        if state is not None and boot < state.boot - self.config.max_boot_lag:
-            raise Rejected("stale_sequence",
-                           "boot %d is more than %d behind the device's boot %d"
-                           % (boot, self.config.max_boot_lag, state.boot), device.id)
         ftype = frame["type"]
         if ftype == "position":
             fixes = [frame]
@@ -237,6 +267,12 @@ class Pipeline:
                 batch.visits.append((device.id, e.fence, e.data["arrive"], e.data["leave"],
                                      e.data["duration_s"], e.lat, e.lon))
 
+    def request_reset(self, device: str, requested: int) -> None:
+        """The operator's ``reset-epochs``: the device's next boot becomes its reference."""
+        known = self.epochs.get(device)
+        if known is not None and requested > known.reset_taken:
+            known.reset = requested
+
     def tick(self, batch: Batch) -> None:
         """Time passes: release held fixes, notice silent devices."""
         if self.engine is None:
@@ -255,6 +291,11 @@ class Pipeline:
         self.engine.flush(batch)
 
 
+# Authenticated frames of genuine device data: their reject rows keep the whole frame.
+KEEP_WHOLE = frozenset(("boot_behind", "bad_boot", "key_reused"))
+
+
 def _reject_row(topic: str, data: bytes, rej: Rejected, received_ms: int) -> tuple[Any, ...]:
-    return (received_ms, topic[:200], rej.device, rej.reason, rej.detail[:500],
-            bytes(data[:MAX_REJECT_BYTES]), len(data))
+    raw = data if rej.reason in KEEP_WHOLE else data[:MAX_REJECT_BYTES]
+    return (received_ms, topic[:200], rej.device, rej.reason, rej.detail[:500], bytes(raw),
+            len(data))

@@ -19,8 +19,9 @@ from fieldtrack.protocol.schema import MAX_RECEIPT
 
 # Refusals that sending the frame again cannot change: the device may delete its copy.
 # (A filter's drop leaves the frame accepted, so it needs no entry here.)
+# boot_behind is not here: after `fieldtrack devices reset-epochs` the same frame is taken.
 FINAL_REJECTS = frozenset({
-    "stale_sequence",  # its boot epoch is too far behind the device's newest
+    "bad_boot",  # its boot (>= 2^31) is no counter; the frame is kept as a reject
     "key_reused",  # its keys are stored with other content; the frame is kept as a reject
 })
 

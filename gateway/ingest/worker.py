@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from fieldtrack.gateway import logs, metrics
+from fieldtrack.gateway import epochs, logs, metrics
 from fieldtrack.gateway.config import GatewayConfig
 from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
 from fieldtrack.gateway.errors import FenceError
@@ -36,6 +36,7 @@ from fieldtrack.gateway.fences.loader import load as load_fences
 from fieldtrack.gateway.ingest import receipts
 from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
+from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.sqlite import Batch, Store, StoreError
 from fieldtrack.protocol import topics
 
@@ -44,6 +45,8 @@ log = logging.getLogger("fieldtrack.gateway")
 REGISTRY_POLL_S = 2.0
 REJECT_LOG_S = 10.0
 SUMMARY_S = 5.0
+# Rejects that put a device's data at risk until someone acts: logged as warnings.
+WARN_REASONS = frozenset(("boot_behind", "bad_boot", "key_reused"))
 HOUSEKEEPING_S = 0.05
 
 _PRESENCE_PREFIX = topics.PREFIX + "/" + topics.PRESENCE + "/"
@@ -58,6 +61,7 @@ class Report:
     positions: int = 0
     events: int = 0
     duplicates: int = 0
+    eras: int = 0  # devices that started a new boot era
     rejects: dict[str, int] = field(default_factory=dict)
     dead_letters: list[tuple[str, bytes]] = field(default_factory=list)
     pipeline_buckets: list[int] = field(default_factory=lambda: [0] * _NO_BUCKETS)
@@ -81,8 +85,11 @@ class Worker:
             self.store.devices(),
             self.store.states(),
             self.engine,
+            device_epochs=self.store.epochs(),
+            boot_stored=self.store.boot_stored,
         )
         self.registry_version = self.store.registry_version()
+        self.epochs_version = epochs_table.version(self.store.db)
         self.batch = Batch()
         self.report = Report(0)
         self.received = 0  # messages handled so far
@@ -156,9 +163,22 @@ class Worker:
             self._log_reject(topic, reason, outcome.reject.detail)
             self._dead_letter(topic, outcome.device, reason, outcome.reject.detail,
                               len(payload), received)
+        elif outcome.epoch is not None:
+            self._epoch_moved(outcome)
         for name, _ in outcome.dropped:
             reason = "filter_" + name
             report.rejects[reason] = report.rejects.get(reason, 0) + 1
+
+    def _epoch_moved(self, outcome: Any) -> None:
+        device, boot = outcome.device, outcome.boot
+        if outcome.epoch == epochs.ERA:
+            self.report.eras += 1
+            log.warning("%s started a new boot era at boot %d: it lost its boot counter; its "
+                        "records are stored under the new boots (`fieldtrack devices epochs "
+                        "%s` shows its history)", device, boot, device)
+        elif outcome.epoch == epochs.RESET:
+            log.warning("%s: boot %d taken as its reference boot, as `fieldtrack devices "
+                        "reset-epochs` asked", device, boot)
 
     def _presence(self, topic: str, payload: bytes) -> None:
         try:
@@ -191,7 +211,8 @@ class Worker:
             self.reject_log.clear()
         self.reject_log[key] = (now, 0)
         more = " (+%d more since the last report)" % suppressed if suppressed else ""
-        log.info("rejected a frame on %s: %s (%s)%s", key[0], reason, detail, more)
+        level = logging.WARNING if reason in WARN_REASONS else logging.INFO
+        log.log(level, "rejected a frame on %s: %s (%s)%s", key[0], reason, detail, more)
 
     # --- commit -------------------------------------------------------------
 
@@ -211,15 +232,20 @@ class Worker:
         """Commit the batch; the report covers every message handled so far."""
         started = time.perf_counter()
         batch, self.batch = self.batch, Batch()
-        positions, events = self.store.commit(batch)
+        positions, events, reused, reused_records = self.store.commit(batch)
         report, self.report = self.report, Report(self.received)
         report.upto = self.received
         report.commit_s = time.perf_counter() - started
         report.positions, report.events = positions, events
-        report.duplicates = len(batch.positions) - positions + len(batch.events) - events
+        report.duplicates = (len(batch.positions) - positions + len(batch.events) - events
+                             - reused_records)
+        for received, topic, device, reason, detail, _, size in reused:
+            report.rejects[reason] = report.rejects.get(reason, 0) + 1
+            self._log_reject(topic, reason, detail)
+            self._dead_letter(topic, device, reason, detail, size, received)
         self.window["positions"] += positions
         self.window["events"] += events
-        self.window["rejects"] += len(batch.rejects)
+        self.window["rejects"] += len(batch.rejects) + len(reused)
         self.window["duplicates"] += report.duplicates
         self.batch_started = 0.0
         # Durable now: the receipts may go out, with the report, after the commit.
@@ -240,6 +266,12 @@ class Worker:
                 self.registry_version = version
                 self.pipeline.registry = self.store.devices()
                 log.info("device registry reloaded (%d devices)", len(self.pipeline.registry))
+            version = epochs_table.version(self.store.db)
+            if version != self.epochs_version:
+                self.epochs_version = version
+                for device, requested in epochs_table.pending_resets(self.store.db).items():
+                    self.pipeline.request_reset(device, requested)
+                    log.info("reset-epochs for %s: its next boot becomes its reference", device)
         if now - checked["tick"] >= 1.0 or reload_requested:
             checked["tick"] = now
             if now - checked["pruned"] > 60:  # keep the rejects table bounded

@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+
+from fieldtrack.gateway.epochs import DeviceEpochs
+from fieldtrack.gateway.store import epochs as epochs_table
+from fieldtrack.gateway.store.key_reuse import Source, reused
 
 SCHEMA_VERSION = 1
 MAX_REJECT_BYTES = 1024
@@ -179,10 +183,22 @@ class Batch:
     visits: list[tuple[Any, ...]] = field(default_factory=list)
     attendance: list[tuple[Any, ...]] = field(default_factory=list)
     derive_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: dict[str, DeviceEpochs] = field(default_factory=dict)  # reference moved
+    sources: list[Source] = field(default_factory=list)  # the messages behind the rows
 
     def __len__(self) -> int:
         return (len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
-                + len(self.visits) + len(self.attendance) + len(self.derive_states))
+                + len(self.visits) + len(self.attendance) + len(self.derive_states)
+                + len(self.epochs))
+
+
+class Committed(NamedTuple):
+    """What a commit stored: new rows, and the reject rows of frames that reused keys."""
+
+    positions: int
+    events: int
+    reused: list[tuple[Any, ...]]  # one reject row per frame
+    reused_records: int  # the records in them whose keys were stored with other content
 
 
 def now_ms() -> int:
@@ -204,6 +220,7 @@ class Store:
             self.db.execute("PRAGMA cache_size=-32768")
             self.db.executescript(_SCHEMA)
             self._check_version()
+            epochs_table.ensure(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 "%s: cannot open the store (%s); is it a fieldtrack SQLite database?"
@@ -227,11 +244,12 @@ class Store:
 
     # --- ingest -------------------------------------------------------------
 
-    def commit(self, batch: Batch) -> tuple[int, int]:
-        """Write a batch in one transaction; returns (positions, events) newly stored.
+    def commit(self, batch: Batch) -> Committed:
+        """Write a batch in one transaction; returns what it newly stored.
 
         Rows whose (device, boot, seq) is already stored are skipped: that is what makes
-        a redelivery after a crash harmless.
+        a redelivery after a crash harmless. A skipped row with other content than the
+        stored one is no redelivery: its frame becomes a ``key_reused`` reject.
         """
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -244,6 +262,17 @@ class Store:
             if batch.events:
                 db.executemany(_INSERT_EVENT, batch.events)
             events = db.total_changes - before
+            clashes: list[tuple[Any, ...]] = []
+            clashed = 0
+            if positions < len(batch.positions) or events < len(batch.events):
+                clashes, clashed = reused(db, batch.positions, batch.events, batch.sources,
+                                 positions < len(batch.positions), events < len(batch.events))
+                if clashes:
+                    db.executemany(_INSERT_REJECT, clashes)
+            if batch.epochs:
+                ts = now_ms()
+                db.executemany(epochs_table.UPSERT, [epochs_table.row(device, e, ts)
+                                                     for device, e in batch.epochs.items()])
             if batch.rejects:
                 db.executemany(_INSERT_REJECT, batch.rejects)
             if batch.states:
@@ -262,7 +291,7 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return positions, events
+        return Committed(positions, events, clashes, clashed)
 
     def seen(self, device: str, boot: int, seqs: Iterable[int]) -> set[int]:
         """Which of these sequence numbers of (device, boot) are already stored."""
@@ -287,6 +316,12 @@ class Store:
             r[0]: DeviceState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
             for r in rows
         }
+
+    def epochs(self) -> dict[str, DeviceEpochs]:
+        return epochs_table.load(self.db)
+
+    def boot_stored(self, device: str, boot: int) -> bool:
+        return epochs_table.boot_stored(self.db, device, boot)
 
     def derive_states(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute("SELECT device, state FROM derive_state")

@@ -1,4 +1,5 @@
-"""``fieldtrack devices``: register trackers, enable and disable them, rotate their keys.
+"""``fieldtrack devices``: register trackers, enable and disable them, rotate their keys,
+show and repair their boot epochs.
 
 A thin command line over ``fieldtrack.gateway.store.registry``. A new key goes to stdout, once,
 as the only output there (so ``KEY=$(fieldtrack devices add van-12)`` works); what was
@@ -7,11 +8,15 @@ done and the warning to keep the key go to stderr. ``list`` never shows a key.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import time
 from pathlib import Path
 
 import click
 
+from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store import registry
 from fieldtrack.gateway.store.registry import RegistryError
 from fieldtrack.gateway.store.sqlite import Store, StoreError
@@ -180,3 +185,93 @@ def import_(ctx: click.Context, file: str, generate_keys: bool) -> None:
     if result.keyless:
         click.echo("no key (unsigned frames accepted): %s; `fieldtrack devices rotate-key ID` "
                    "gives one" % ", ".join(result.keyless), err=True)
+
+
+# --- boot epochs ------------------------------------------------------------------------
+
+
+def _epochs_of(store: Store, device_id: str) -> epochs_table.EpochReport:
+    found = epochs_table.report(store.db, device_id)
+    if not found.known:
+        close = difflib.get_close_matches(device_id, sorted(store.devices()), n=1)
+        hint = " (did you mean %s?)" % close[0] if close else ""
+        raise DevicesError("%s: no device %s is registered or has records%s; `fieldtrack "
+                           "devices list` shows the registered ones"
+                           % (store.path, device_id, hint))
+    return found
+
+
+def _when(ms: int | None, unit: int = 1000) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // unit))
+
+
+@devices.command("epochs")
+@click.argument("device_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--boots", "max_boots", default=20, show_default=True,
+              help="Show at most this many boots, the newest first.")
+@click.pass_context
+def epochs_(ctx: click.Context, device_id: str, fmt: str, max_boots: int) -> None:
+    """Show DEVICE_ID's boots, records per boot, reference boot and sequence rejects.
+
+    \b
+    The reference boot is the newest boot of the device's current era: a new boot
+    far behind it is rejected (boot_behind) until `reset-epochs`; key_reused rejects
+    are frames whose keys were already stored with other content. Both keep the frame.
+    """
+    found = _epochs_of(_open(ctx, create=False), device_id)
+    if fmt == "json":
+        click.echo(json.dumps(dataclasses.asdict(found), indent=2))
+        return
+    if found.reference is None:
+        click.echo("%s has sent nothing yet: its first boot will be taken as it comes"
+                   % device_id)
+        return
+    click.echo("%s: reference boot: %d (since %s UTC)" % (device_id, found.reference,
+                                                          _when(found.updated)))
+    if found.reset_requested:
+        click.echo("reset requested %s UTC: the next boot the gateway sees becomes the "
+                   "reference" % _when(found.reset_requested))
+    table = [("BOOT", "POSITIONS", "EVENTS", "SEQS", "FIRST (UTC)", "LAST (UTC)")] + [
+        (str(b.boot), str(b.positions), str(b.events), "%s..%s" % (b.first_seq, b.last_seq),
+         _when(b.first_t, 1), _when(b.last_t, 1)) for b in found.boots[:max_boots]]
+    click.echo("boots with records, newest first (%d in all):" % len(found.boots))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
+    if not found.reject_counts:
+        click.echo("sequence rejects: none")
+        return
+    click.echo("sequence rejects: " + ", ".join("%s: %d" % kv for kv in
+                                                 sorted(found.reject_counts.items())))
+    for r in found.rejects:
+        click.echo("  %s  %s  %s" % (_when(r.received), r.reason, r.detail))
+
+
+@devices.command("reset-epochs")
+@click.argument("device_id")
+@click.pass_context
+def reset_epochs(ctx: click.Context, device_id: str) -> None:
+    """Take DEVICE_ID's next boot, whatever it is, as its new reference boot.
+
+    For a device whose boot counter went back (its frames are rejected as
+    boot_behind): the next frame the gateway sees sets the reference, so send it
+    right away. Frames rejected before stay in the rejects table.
+    """
+    store = _open(ctx, create=False)
+    found = _epochs_of(store, device_id)
+    if not epochs_table.request_reset(store.db, device_id, int(time.time() * 1000)):
+        click.echo("%s has sent nothing yet: its first boot will be taken anyway; nothing "
+                   "to reset" % device_id, err=True)
+        return
+    behind = found.reject_counts.get("boot_behind", 0)
+    click.echo("%s: its next boot becomes its reference boot (now %s); a running gateway "
+               "takes this within seconds" % (device_id, found.reference), err=True)
+    if behind:
+        click.echo("%d boot_behind reject%s stay in the rejects table; a device that keeps "
+                   "unconfirmed records sends them again" % (behind, "" if behind == 1 else "s"),
+                   err=True)
