@@ -136,7 +136,7 @@ class Pipeline:
         verdict = epochs.judge(known, boot, lag, lambda b: self.boot_stored(device, b))
         if verdict == epochs.INVALID:
             raise Rejected("bad_boot", "boot %d of %s is not a boot counter (boots are below "
-                           "2^31, SPEC section 8): the device's firmware or state file is "
+                           "2^31, SPEC section 8.1): the device's firmware or state file is "
                            "broken; the frame is kept here" % (boot, device), device)
         if verdict == epochs.BEHIND:
             assert known is not None
