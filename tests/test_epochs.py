@@ -10,13 +10,22 @@ import json
 import logging
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from conftest import Broker
-from harness import GatewayProcess, Publisher, count, frame_bytes, position, wait_until
+from harness import (
+    GatewayProcess,
+    Publisher,
+    count,
+    frame_bytes,
+    free_port,
+    position,
+    wait_until,
+)
 from harness import write_config as write_gateway_config
 
 from fieldtrack.gateway import epochs
@@ -326,7 +335,9 @@ def test_reset_epochs_is_shown_as_pending_until_taken(gw: Gateway) -> None:
 @pytest.mark.slow
 def test_end_to_end_a_reset_device_is_rejected_visibly_and_taken_after_reset_epochs(
         tmp_path: Path, mosquitto_broker: Broker) -> None:
-    config = write_gateway_config(tmp_path, mosquitto_broker.port)
+    http_port = free_port()
+    config = write_gateway_config(tmp_path, mosquitto_broker.port,
+                                  http={"enabled": True, "port": http_port})
     db = tmp_path / "fieldtrack.db"
     store = Store(db)
     store.put_device(Device(DEVICE, "vans", KEY, True))
@@ -359,6 +370,20 @@ def test_end_to_end_a_reset_device_is_rejected_visibly_and_taken_after_reset_epo
                    what="the reset device's frames")
         assert count(db, "SELECT COUNT(*) FROM rejects") == 11
         assert "boot 1 taken as its reference boot" in log.read_text()
+
+        # The device loses its counter again, now with era firmware: a new era, taken.
+        pub.publish_many(DEVICE, [frame(40_000_000, 0, T0 + 6000),
+                                  frame(20_000_000, 0, T0 + 7000)])
+        wait_until(lambda: count(db) == 16, what="both era frames")
+        assert "started a new boot era at boot 20000000" in log.read_text()
+
+        def metrics() -> str:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http_port) as r:
+                return str(r.read().decode())
+
+        wait_until(lambda: "fieldtrack_boot_eras_total 1.0" in metrics(), what="the metric")
+        assert 'fieldtrack_rejects_total{reason="boot_behind"} 10.0' in metrics()
+        assert 'fieldtrack_rejects_total{reason="key_reused"} 1.0' in metrics()
         assert gw.terminate() == 0
     finally:
         pub.close()
