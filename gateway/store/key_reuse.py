@@ -1,12 +1,13 @@
-"""Keys stored twice with different content: a redelivery or a boot counter that went back.
+"""Keys stored again with other content: a boot counter that went back, not a redelivery.
 
-``INSERT OR IGNORE`` skips a record whose (device, boot, seq) is already stored. That
-is right for a redelivery, whose content is the same, and wrong for a device whose
-boot counter went back and reuses the keys for new records: those would vanish. So
-when a commit skipped rows, each skipped row's content is compared with the stored
-row, and a frame with a record that differs becomes a ``key_reused`` reject that keeps
-the whole frame. The check costs nothing when no row was skipped, the usual case;
-positions compare fix time and coordinates, device events time, kind and data.
+The store skips a record whose (device, boot, seq) is already stored. That is right
+for a redelivery, whose content is the same, and wrong for a device whose boot counter
+went back and reuses the keys for new records: those would vanish. The insert itself
+tells whether a skipped row differed from the stored one (positions: fix time and
+coordinates; device events: time, kind and data), so a commit without such a row, the
+usual case and a plain redelivery alike, pays nothing more. Only when one differed
+are the rows looked up here, to make a ``key_reused`` reject of each frame concerned,
+keeping the whole frame.
 """
 
 from __future__ import annotations

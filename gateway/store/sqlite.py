@@ -254,21 +254,15 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            before = db.total_changes
-            if batch.positions:
-                db.executemany(_INSERT_POSITION, batch.positions)
-            positions = db.total_changes - before
-            before = db.total_changes
-            if batch.events:
-                db.executemany(_INSERT_EVENT, batch.events)
-            events = db.total_changes - before
+            positions, positions_clashing = _insert(db, "positions", _INSERT_POSITION,
+                                                    batch.positions)
+            events, events_clashing = _insert(db, "events", _INSERT_EVENT, batch.events)
             clashes: list[tuple[Any, ...]] = []
             clashed = 0
-            if positions < len(batch.positions) or events < len(batch.events):
+            if positions_clashing or events_clashing:
                 clashes, clashed = reused(db, batch.positions, batch.events, batch.sources,
-                                 positions < len(batch.positions), events < len(batch.events))
-                if clashes:
-                    db.executemany(_INSERT_REJECT, clashes)
+                                          positions_clashing > 0, events_clashing > 0)
+                db.executemany(_INSERT_REJECT, clashes)
             if batch.epochs:
                 ts = now_ms()
                 db.executemany(epochs_table.UPSERT, [epochs_table.row(device, e, ts)
@@ -435,14 +429,39 @@ class Store:
         yield from cur
 
 
-_INSERT_POSITION = "INSERT OR IGNORE INTO positions (%s) VALUES (%s)" % (
-    ", ".join(POSITION_COLUMNS),
-    ", ".join("?" * len(POSITION_COLUMNS)),
+# A row whose key is stored is skipped, unless its content differs: then the no-op
+# update counts it as a change, so a commit knows without a query whether any key was
+# reused (see ``_insert``). The stored row keeps its values.
+_INSERT_POSITION = (
+    "INSERT OR IGNORE INTO positions (%s) VALUES (%s) ON CONFLICT (device, boot, seq) DO "
+    "UPDATE SET t = t WHERE positions.t IS NOT excluded.t OR positions.ms IS NOT excluded.ms "
+    "OR positions.lat IS NOT excluded.lat OR positions.lon IS NOT excluded.lon"
+    % (", ".join(POSITION_COLUMNS), ", ".join("?" * len(POSITION_COLUMNS)))
 )
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
-    ", ".join(EVENT_COLUMNS),
-    ", ".join("?" * len(EVENT_COLUMNS)),
+_INSERT_EVENT = (  # derived events (boot -1): the same key is the same event
+    "INSERT OR IGNORE INTO events (%s) VALUES (%s) ON CONFLICT (device, boot, seq) DO "
+    "UPDATE SET t = t WHERE excluded.boot >= 0 AND (events.t IS NOT excluded.t OR "
+    "events.kind IS NOT excluded.kind OR events.data IS NOT excluded.data)"
+    % (", ".join(EVENT_COLUMNS), ", ".join("?" * len(EVENT_COLUMNS)))
 )
+
+
+def _insert(db: sqlite3.Connection, table: str, sql: str, rows: list[tuple[Any, ...]]
+            ) -> tuple[int, int]:
+    """Insert rows; returns how many were new and how many reused a key (other content).
+
+    New rows get the ids after the highest one, so the id range counts them; the other
+    changes are the reused keys' no-op updates.
+    """
+    if not rows:
+        return 0, 0
+    top = "SELECT COALESCE(MAX(id), 0) FROM " + table
+    first = db.execute(top).fetchone()[0]
+    before = db.total_changes
+    db.executemany(sql, rows)
+    changed = db.total_changes - before
+    new = db.execute(top).fetchone()[0] - first
+    return new, changed - new
 _INSERT_REJECT = (
     "INSERT INTO rejects (received, topic, device, reason, detail, raw, raw_len) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
