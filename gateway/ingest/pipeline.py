@@ -5,8 +5,9 @@
                                                     -> attendance (check-in/out)
 
 Pure logic: no sockets, no SQL. The service feeds it messages and commits the
-``Batch`` it fills; a message's effects are in the batch or it is rejected with a
-reason code. Derived events (``derive.EventEngine``) and attendance verdicts are
+``Batch`` it fills; the one question it asks the store (has a device's boot records?)
+comes in as a function. A message's effects are in the batch or it is rejected with
+a reason code. Derived events (``derive.EventEngine``) and attendance verdicts are
 rows of the same batch, so they are committed with the fixes that caused them.
 """
 
@@ -62,7 +63,7 @@ class Outcome:
     reject: Rejected | None = None
     keys: tuple[int, int, int] | None = None  # (boot, seq, n) of an authenticated frame
     epoch: str | None = None  # the boot's verdict when it moved the device's reference
-    boot: int = -1
+    boot: int = -1  # ... and that boot
 
 
 class Pipeline:

@@ -34,7 +34,7 @@ from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
 from fieldtrack.gateway.ingest import receipts
-from fieldtrack.gateway.ingest.pipeline import Pipeline, PipelineConfig
+from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.sqlite import Batch, Store, StoreError
@@ -169,7 +169,7 @@ class Worker:
             reason = "filter_" + name
             report.rejects[reason] = report.rejects.get(reason, 0) + 1
 
-    def _epoch_moved(self, outcome: Any) -> None:
+    def _epoch_moved(self, outcome: Outcome) -> None:
         device, boot = outcome.device, outcome.boot
         if outcome.epoch == epochs.ERA:
             self.report.eras += 1
