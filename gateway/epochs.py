@@ -23,7 +23,7 @@ KNOWN = "known"  # a boot with stored (or just taken) records: taken as it is
 AHEAD = "ahead"  # a new boot after the reference: the new reference
 LAGGING = "lagging"  # a new boot at most max_boot_lag behind: a late frame, taken
 ERA = "era"  # a new boot >= ERA_BASE far behind: a new era, the new reference
-RESET = "reset"  # the operator asked to take the next boot: the new reference
+RESET = "reset"  # a new boot after the operator's reset-epochs: the new reference
 BEHIND = "behind"  # a new small boot far behind: rejected until the operator resets
 INVALID = "invalid"  # >= BOOT_LIMIT: rejected
 
@@ -45,12 +45,12 @@ def judge(epochs: DeviceEpochs | None, boot: int, max_lag: int,
         return INVALID
     if epochs is None:
         return FIRST
-    if epochs.reset:
-        return RESET
     if boot == epochs.reference or boot in epochs.recent:
         return KNOWN
     if stored(boot):
         return KNOWN
+    if epochs.reset:  # taken by a new boot: a late frame of a stored one keeps it pending
+        return RESET
     if boot > epochs.reference:
         return AHEAD
     if epochs.reference - boot <= max_lag:

@@ -125,11 +125,18 @@ def test_a_stored_boot_is_known_however_far_behind() -> None:
     assert epochs.judge(epochs.DeviceEpochs(500), 2, 3, lambda b: b == 2) == epochs.KNOWN
 
 
-def test_a_pending_reset_takes_any_valid_boot() -> None:
+def test_a_pending_reset_takes_any_new_boot() -> None:
     known = epochs.DeviceEpochs(500, reset=123)
     assert epochs.judge(known, 1, 3, NEVER) == epochs.RESET
     after = epochs.take(known, epochs.RESET, 1)
     assert (after.reference, after.reset, after.reset_taken) == (1, 0, 123)
+
+
+def test_a_pending_reset_is_not_taken_by_a_late_frame_of_a_stored_boot() -> None:
+    known = epochs.DeviceEpochs(500, reset=123)
+    assert epochs.judge(known, 499, 3, lambda b: b == 499) == epochs.KNOWN
+    assert epochs.judge(known, 500, 3, NEVER) == epochs.KNOWN
+    assert known.reset == 123
 
 
 # --- a reset within the lag: reused keys -----------------------------------------------
@@ -196,6 +203,7 @@ def test_a_new_small_boot_far_behind_is_rejected_then_taken_after_reset_epochs(
     result = cli(gw.db, "reset-epochs", DEVICE)
     assert result.exit_code == 0, result.output
     gw.notice_resets()
+    gw.send(frame(24, 1, T0 + 241))  # a late frame of a stored boot: taken, the reset waits
     report = gw.send(*lost)  # the device sends them again: nothing was confirmed
     assert report.positions == 5 and report.rejects == {}
     gw.send(frame(2, 0, T0 + 2000))  # its next boot: ahead of the new reference

@@ -269,7 +269,7 @@ class Pipeline:
                                      e.data["duration_s"], e.lat, e.lon))
 
     def request_reset(self, device: str, requested: int) -> None:
-        """The operator's ``reset-epochs``: the device's next boot becomes its reference."""
+        """The operator's ``reset-epochs``: the device's next new boot becomes its reference."""
         known = self.epochs.get(device)
         if known is not None and requested > known.reset_taken:
             known.reset = requested

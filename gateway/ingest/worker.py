@@ -271,7 +271,7 @@ class Worker:
                 self.epochs_version = version
                 for device, requested in epochs_table.pending_resets(self.store.db).items():
                     self.pipeline.request_reset(device, requested)
-                    log.info("reset-epochs for %s: its next boot becomes its reference", device)
+                    log.info("reset-epochs for %s: its next new boot becomes its reference", device)
         if now - checked["tick"] >= 1.0 or reload_requested:
             checked["tick"] = now
             if now - checked["pruned"] > 60:  # keep the rejects table bounded

@@ -97,7 +97,7 @@ def pending_resets(db: sqlite3.Connection) -> dict[str, int]:
 
 
 def request_reset(db: sqlite3.Connection, device: str, now_ms: int) -> bool:
-    """Ask the gateway to take the device's next boot; False: it has no epochs yet."""
+    """Ask the gateway to take the device's next new boot; False: it has no epochs yet."""
     db.execute("BEGIN IMMEDIATE")
     try:
         # A request is a time strictly after the last one, so that it is always pending.

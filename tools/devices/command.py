@@ -233,7 +233,7 @@ def epochs_(ctx: click.Context, device_id: str, fmt: str, max_boots: int) -> Non
     click.echo("%s: reference boot: %d (since %s UTC)" % (device_id, found.reference,
                                                           _when(found.updated)))
     if found.reset_requested:
-        click.echo("reset requested %s UTC: the next boot the gateway sees becomes the "
+        click.echo("reset requested %s UTC: the next new boot the gateway sees becomes the "
                    "reference" % _when(found.reset_requested))
     table = [("BOOT", "POSITIONS", "EVENTS", "SEQS", "FIRST (UTC)", "LAST (UTC)")] + [
         (str(b.boot), str(b.positions), str(b.events), "%s..%s" % (b.first_seq, b.last_seq),
@@ -256,11 +256,13 @@ def epochs_(ctx: click.Context, device_id: str, fmt: str, max_boots: int) -> Non
 @click.argument("device_id")
 @click.pass_context
 def reset_epochs(ctx: click.Context, device_id: str) -> None:
-    """Take DEVICE_ID's next boot, whatever it is, as its new reference boot.
+    """Take DEVICE_ID's next new boot, whatever it is, as its new reference boot.
 
     For a device whose boot counter went back (its frames are rejected as
-    boot_behind): the next frame the gateway sees sets the reference, so send it
-    right away. Frames rejected before stay in the rejects table.
+    boot_behind): the first frame of a boot without stored records sets the
+    reference (late frames of stored boots are taken as always and leave the reset
+    pending). Frames rejected before stay in the rejects table; a device that keeps
+    unconfirmed records sends them again.
     """
     store = _open(ctx, create=False)
     found = _epochs_of(store, device_id)
@@ -269,7 +271,7 @@ def reset_epochs(ctx: click.Context, device_id: str) -> None:
                    "to reset" % device_id, err=True)
         return
     behind = found.reject_counts.get("boot_behind", 0)
-    click.echo("%s: its next boot becomes its reference boot (now %s); a running gateway "
+    click.echo("%s: its next new boot becomes its reference boot (now %s); a running gateway "
                "takes this within seconds" % (device_id, found.reference), err=True)
     if behind:
         click.echo("%d boot_behind reject%s stay in the rejects table; a device that keeps "
