@@ -337,6 +337,17 @@ def test_reset_epochs_is_shown_as_pending_until_taken(gw: Gateway) -> None:
     assert "reset requested" not in cli(gw.db, "epochs", DEVICE).stdout
 
 
+def test_pruning_the_rejects_keeps_the_only_copies_of_records(gw: Gateway) -> None:
+    gw.send(frame(20, 0))
+    gw.send(frame(20, 0, T0 + 100), frame(2**32 - 1, 0), frame(1, 0), frame(1, 1))
+    store = Store(gw.db)
+    try:
+        store.prune_rejects(0)
+    finally:
+        store.close()
+    assert sorted(reason for reason, _ in gw.rejects()) == ["bad_boot", "key_reused"]
+
+
 # --- end to end ---------------------------------------------------------------------------
 
 
@@ -396,4 +407,5 @@ def test_end_to_end_a_reset_device_is_rejected_visibly_and_taken_after_reset_epo
     finally:
         pub.close()
         gw.stop_quietly()
+
 

@@ -350,8 +350,14 @@ class Store:
         return held
 
     def prune_rejects(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` rejects, except the only copies of records.
+
+        A ``key_reused`` or ``bad_boot`` frame is genuine device data that the device may
+        already have deleted: its reject row is kept until someone deletes it.
+        """
         self.db.execute(
-            "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (keep,)
+            "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ? AND reason "
+            "NOT IN ('key_reused', 'bad_boot')", (keep,)
         )
 
     # --- registry -----------------------------------------------------------
