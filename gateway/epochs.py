@@ -22,7 +22,7 @@ FIRST = "first"  # the first boot the gateway sees of this device: the reference
 KNOWN = "known"  # a boot with stored (or just taken) records: taken as it is
 AHEAD = "ahead"  # a new boot after the reference: the new reference
 LAGGING = "lagging"  # a new boot at most max_boot_lag behind: a late frame, taken
-ERA = "era"  # a new boot >= ERA_BASE far behind: a new era, the new reference
+ERA = "era"  # a new boot >= ERA_BASE far behind, or the first one: a new era, the reference
 RESET = "reset"  # a new boot after the operator's reset-epochs: the new reference
 BEHIND = "behind"  # a new small boot far behind: rejected until the operator resets
 INVALID = "invalid"  # >= BOOT_LIMIT: rejected
@@ -52,7 +52,8 @@ def judge(epochs: DeviceEpochs | None, boot: int, max_lag: int,
     if epochs.reset:  # taken by a new boot: a late frame of a stored one keeps it pending
         return RESET
     if boot > epochs.reference:
-        return AHEAD
+        # Counting never gets from below ERA_BASE to above it: that jump is a new era.
+        return ERA if boot >= ERA_BASE > epochs.reference else AHEAD
     if epochs.reference - boot <= max_lag:
         return LAGGING
     if boot >= ERA_BASE:

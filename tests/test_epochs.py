@@ -108,11 +108,13 @@ NEVER = lambda boot: False  # noqa: E731 (a store that holds nothing)
     [
         (10, 10, epochs.KNOWN),
         (10, 11, epochs.AHEAD),
+        (10, epochs.ERA_BASE, epochs.ERA),
+        (epochs.ERA_BASE, epochs.ERA_BASE + 1, epochs.AHEAD),
         (10, 7, epochs.LAGGING),
         (10, 6, epochs.BEHIND),
         (40_000_000, epochs.ERA_BASE, epochs.ERA),
         (40_000_000, epochs.ERA_BASE - 1, epochs.BEHIND),
-        (10, 2**31 - 1, epochs.AHEAD),
+        (20_000_000, 2**31 - 1, epochs.AHEAD),
         (10, 2**31, epochs.INVALID),
         (10, 2**32 - 1, epochs.INVALID),
     ],
@@ -238,6 +240,13 @@ def test_an_era_start_far_behind_is_taken_as_the_new_reference(
     report = gw.send(frame(era + 1, 0, T0 + 200))
     assert report.positions == 1 and report.eras == 0 and report.rejects == {}
     assert gw.rows("SELECT reference FROM device_epochs") == [(era + 1,)]
+
+
+def test_the_first_era_of_a_device_that_counted_from_zero_is_counted(gw: Gateway) -> None:
+    gw.send(frame(30, 0))
+    report = gw.send(frame(20_000_000, 0, T0 + 100))
+    assert report.positions == 1 and report.eras == 1
+    assert gw.send(frame(20_000_001, 0, T0 + 200)).eras == 0
 
 
 # --- an absurd boot ----------------------------------------------------------------------
@@ -390,17 +399,18 @@ def test_end_to_end_a_reset_device_is_rejected_visibly_and_taken_after_reset_epo
         assert count(db, "SELECT COUNT(*) FROM rejects") == 11
         assert "boot 1 taken as its reference boot" in log.read_text()
 
-        # The device loses its counter again, now with era firmware: a new era, taken.
+        # It loses its counter twice more, now with era firmware: two new eras, taken.
         pub.publish_many(DEVICE, [frame(40_000_000, 0, T0 + 6000),
                                   frame(20_000_000, 0, T0 + 7000)])
         wait_until(lambda: count(db) == 16, what="both era frames")
-        assert "started a new boot era at boot 20000000" in log.read_text()
+        text = log.read_text()
+        assert "new boot era at boot 40000000" in text and "era at boot 20000000" in text
 
         def metrics() -> str:
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http_port) as r:
                 return str(r.read().decode())
 
-        wait_until(lambda: "fieldtrack_boot_eras_total 1.0" in metrics(), what="the metric")
+        wait_until(lambda: "fieldtrack_boot_eras_total 2.0" in metrics(), what="the metric")
         assert 'fieldtrack_rejects_total{reason="boot_behind"} 10.0' in metrics()
         assert 'fieldtrack_rejects_total{reason="key_reused"} 1.0' in metrics()
         assert gw.terminate() == 0
