@@ -32,6 +32,7 @@ from fieldtrack.gateway import epochs
 from fieldtrack.gateway.config import parse
 from fieldtrack.gateway.ingest.worker import Report, Worker
 from fieldtrack.gateway.store.sqlite import Device, Store, now_ms
+from fieldtrack.protocol import cose, frames
 from fieldtrack.tools.devices.command import devices
 
 KEY = bytes(range(7, 39))
@@ -94,6 +95,15 @@ def gw(tmp_path: Path) -> Any:
     g.close()
 
 
+def receipted(report: Report) -> list[tuple[int, int, int]]:
+    """(boot, seq, n) of the receipts a commit sends."""
+    out = []
+    for _, payload in report.receipts:
+        r = frames.decode_downlink(cose.unwrap(payload, frames.MAX_FRAME_BYTES)[1])
+        out.append((r["boot"], r["seq"], r["n"]))
+    return out
+
+
 def cli(db: Path, *args: str) -> Result:
     return CliRunner().invoke(devices, ["--store", str(db), *args])
 
@@ -153,6 +163,7 @@ def test_a_reset_within_the_lag_makes_every_reused_key_a_reject_keeping_its_fram
     assert gw.stored(1) == 50
     assert report.rejects == {"key_reused": 50}
     assert report.duplicates == 0
+    assert receipted(report) == [(1, 0, 50)]  # final: the reject rows keep them
     assert gw.rejects() == [("key_reused", data) for data in again]
 
 
@@ -197,6 +208,7 @@ def test_a_new_small_boot_far_behind_is_rejected_then_taken_after_reset_epochs(
     with caplog.at_level(logging.WARNING, logger="fieldtrack.gateway"):
         report = gw.send(*lost)
     assert report.rejects == {"boot_behind": 5}
+    assert receipted(report) == []  # the device keeps them for after the reset
     assert gw.rejects() == [("boot_behind", data) for data in lost]
     assert any(r.levelno == logging.WARNING and DEVICE in r.getMessage()
                and "fieldtrack devices reset-epochs %s" % DEVICE in r.getMessage()
@@ -208,6 +220,7 @@ def test_a_new_small_boot_far_behind_is_rejected_then_taken_after_reset_epochs(
     gw.send(frame(24, 1, T0 + 241))  # a late frame of a stored boot: taken, the reset waits
     report = gw.send(*lost)  # the device sends them again: nothing was confirmed
     assert report.positions == 5 and report.rejects == {}
+    assert receipted(report) == [(1, 0, 5)]
     gw.send(frame(2, 0, T0 + 2000))  # its next boot: ahead of the new reference
     gw.send(frame(25, 1, T0 + 260))  # a late frame of a stored boot: taken, not a reference
     report = gw.send(frame(3, 0, T0 + 3000))
