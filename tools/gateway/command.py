@@ -53,7 +53,7 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
         raise GatewayCommandError(str(exc)) from None
     if cfg.http.enabled:
         try:
-            metrics.serve(cfg.http.host, cfg.http.port, gw.healthy)
+            metrics.serve(cfg.http.host, cfg.http.port, gw.problem)
         except OSError as exc:
             gw.close()
             raise GatewayCommandError(
