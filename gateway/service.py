@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fieldtrack.gateway import metrics
+from fieldtrack.gateway import dependencies, metrics
 from fieldtrack.gateway.config import GatewayConfig
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.sinks.outbox import Outbox
@@ -66,6 +66,7 @@ class Gateway:
         sinks: Sequence[Any] = (),
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
+        dependencies.check()  # before anything starts: an old cbor2 rejects every frame
         self.config = config
         self.on_commit = on_commit
         self.reload_requested = threading.Event()
