@@ -77,6 +77,10 @@ class FeedsConfig:
     owntracks: bool = False
     owntracks_prefix: str = "owntracks/fieldtrack"
     dead_letter: bool = True
+    # The feed publisher's own broker account; empty: the [mqtt] username and password.
+    # A broker that sets the client id from the username needs it (see docker/mosquitto).
+    username: str = ""
+    password: str = field(default="", repr=False)  # or FIELDTRACK_FEEDS_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ SECTIONS: dict[str, type] = {
 SECRETS_FROM_ENV = {
     ("mqtt", "password"): "FIELDTRACK_MQTT_PASSWORD",
     ("influx", "token"): "FIELDTRACK_INFLUX_TOKEN",
+    ("feeds", "password"): "FIELDTRACK_FEEDS_PASSWORD",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
