@@ -293,9 +293,11 @@ class Store:
                 db.executemany(epochs_table.UPSERT, [epochs_table.row(device, e, ts)
                                                      for device, e in batch.epochs.items()])
             if batch.rejects:
-                db.executemany(_INSERT_REJECT, batch.rejects)
-                if self.rejects_per_topic:
-                    self._trim_rejects({row[1] for row in batch.rejects})
+                quota = self.rejects_per_topic
+                rejects = newest_per_topic(batch.rejects, quota) if quota else batch.rejects
+                db.executemany(_INSERT_REJECT, rejects)
+                if quota:
+                    self._trim_rejects({row[1] for row in rejects})
             if batch.states:
                 db.executemany(_UPSERT_STATE, [_state_row(s) for s in batch.states.values()])
             if batch.visits:
@@ -520,6 +522,19 @@ _UPSERT_STATE = (
     "boot=excluded.boot, seq=excluded.seq, t=excluded.t, lat=excluded.lat, lon=excluded.lon, "
     "spd=excluded.spd, received=excluded.received, online=excluded.online"
 )
+
+
+def newest_per_topic(rows: list[tuple[Any, ...]], quota: int) -> list[tuple[Any, ...]]:
+    """Reject rows (topic second) without those the quota would delete at once anyway."""
+    seen: dict[str, int] = {}
+    keep = []
+    for row in reversed(rows):
+        n = seen.get(row[1], 0)
+        if n < quota:
+            seen[row[1]] = n + 1
+            keep.append(row)
+    keep.reverse()
+    return keep
 
 
 def _rollback(db: sqlite3.Connection) -> None:

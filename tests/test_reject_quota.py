@@ -1,0 +1,75 @@
+"""One device flooding bad frames cannot push the other devices' rejects out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Broker
+from harness import GatewayProcess, Publisher, count, wait_until, write_config
+
+from fieldtrack.gateway.store.sqlite import Batch, Device, Store, newest_per_topic
+
+QUOTA = 50
+
+
+def reject(topic: str, n: int) -> tuple[object, ...]:
+    return (n, topic, topic.rsplit("/", 1)[-1], "malformed", "seq %d" % n, b"\xff", 1)
+
+
+def rows(store: Store, topic: str) -> list[str]:
+    return [r[0] for r in store.db.execute(
+        "SELECT detail FROM rejects WHERE topic=? ORDER BY id", (topic,))]
+
+
+def test_each_topic_keeps_its_newest_rejects_within_its_quota(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db", rejects_per_topic=QUOTA)
+    try:
+        store.commit(Batch(rejects=[reject("ft/u/quiet", i) for i in range(5)]))
+        for start in range(0, 1000, 200):  # the flood, over several commits
+            store.commit(Batch(rejects=[reject("ft/u/noisy", i)
+                                        for i in range(start, start + 200)]))
+        assert rows(store, "ft/u/quiet") == ["seq %d" % i for i in range(5)]
+        assert rows(store, "ft/u/noisy") == ["seq %d" % i for i in range(950, 1000)]
+    finally:
+        store.close()
+
+
+def test_without_a_quota_every_reject_is_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    try:
+        store.commit(Batch(rejects=[reject("ft/u/noisy", i) for i in range(300)]))
+        assert len(rows(store, "ft/u/noisy")) == 300
+    finally:
+        store.close()
+
+
+def test_newest_per_topic_keeps_order_and_the_newest() -> None:
+    batch = [reject("a", 0), reject("b", 1), reject("a", 2), reject("a", 3), reject("b", 4)]
+    assert newest_per_topic(batch, 2) == [batch[1], batch[2], batch[3], batch[4]]
+
+
+def test_a_flooding_device_leaves_the_others_rejects_in_place(
+    tmp_path: Path, mosquitto_broker: Broker
+) -> None:
+    config = write_config(tmp_path, mosquitto_broker.port,
+                          store={"rejects_per_device": QUOTA, "rejects_keep": 1000})
+    store = Store(tmp_path / "fieldtrack.db")
+    for device in ("van-1", "van-2"):
+        store.put_device(Device(device, "vans", None, True))
+    store.close()
+    gw = GatewayProcess(config, tmp_path / "gateway.log")
+    gw.start()
+    gw.wait_subscribed()
+    pub = Publisher(mosquitto_broker.port)
+    db = tmp_path / "fieldtrack.db"
+    try:
+        pub.publish_many("van-2", [b"\xff not cbor %d" % i for i in range(5)])
+        wait_until(lambda: count(db, "SELECT COUNT(*) FROM rejects") == 5, what="5 rejects")
+        pub.publish_many("van-1", [b"\xff flood %d" % i for i in range(3000)])
+        last = "SELECT COUNT(*) FROM rejects WHERE raw = X'%s'" % b"\xff flood 2999".hex()
+        wait_until(lambda: count(db, last) == 1, timeout=60, what="the last flood frame")
+        assert count(db, "SELECT COUNT(*) FROM rejects WHERE device='van-2'") == 5
+        assert count(db, "SELECT COUNT(*) FROM rejects WHERE device='van-1'") == QUOTA
+    finally:
+        pub.close()
+        gw.stop_quietly()
