@@ -19,6 +19,9 @@ BOOT_ERAS = Counter("fieldtrack_boot_eras",
 REJECTS = Counter("fieldtrack_rejects", "Rejected frames and dropped fixes", ["reason"])
 RECEIPTS_SENT = Counter("fieldtrack_receipts_sent",
                         "Receipts published to devices after their records' commit")
+REJECTS_UNRECORDED = Counter(
+    "fieldtrack_rejects_unrecorded",
+    "Rejects over their device's budget per second: counted, no row and no dead letter")
 ACKS_SENT = Counter("fieldtrack_acks_sent", "PUBACKs sent, each after its message's commit")
 ACKS_PENDING = Gauge("fieldtrack_acks_pending", "Messages received, not yet committed and acked")
 COMMIT_FAILURES = Counter("fieldtrack_commit_failures",

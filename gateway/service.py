@@ -239,6 +239,7 @@ class Gateway:
         metrics.BOOT_ERAS.inc(report.eras)
         for reason, n in report.rejects.items():
             metrics.REJECTS.labels(reason).inc(n)
+        metrics.REJECTS_UNRECORDED.inc(report.unrecorded)
         metrics.STAGE_TIMES.add("pipeline", report.pipeline_buckets, report.pipeline_s)
         metrics.STAGE_TIMES.observe("commit", report.commit_s)
         if self.connected:  # dead letters are best effort (QoS 0), like the log

@@ -46,7 +46,7 @@ from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.guard import RETRY_BUSY_MS, CommitGuard, is_fatal
-from fieldtrack.gateway.store.sqlite import Batch, Store, StoreError
+from fieldtrack.gateway.store.sqlite import KEPT_REASONS, Batch, Store, StoreError
 from fieldtrack.protocol import topics
 
 log = logging.getLogger("fieldtrack.gateway")
@@ -59,6 +59,10 @@ WARN_REASONS = frozenset(("boot_behind", "bad_boot", "key_reused"))
 HOUSEKEEPING_S = 0.05
 FAULT_LOG_S = 10.0
 HOLD_MAX = 200_000  # messages held uncommitted at most (memory), then give up
+# Rejects per topic and second that get a reject row and a dead letter; beyond that
+# they are only counted. A flood of garbage then costs little more than reading it,
+# so the valid frames queued behind it in the broker are not held up (see FAULTS.md).
+REJECT_DETAILS_PER_S = 20
 
 _PRESENCE_PREFIX = topics.PREFIX + "/" + topics.PRESENCE + "/"
 _NO_BUCKETS = len(metrics.STAGE_BUCKETS) + 1
@@ -75,6 +79,7 @@ class Report:
     eras: int = 0  # devices that started a new boot era
     rejects: dict[str, int] = field(default_factory=dict)
     dead_letters: list[tuple[str, bytes]] = field(default_factory=list)
+    unrecorded: int = 0  # rejects over their topic's budget: counted only
     pipeline_buckets: list[int] = field(default_factory=lambda: [0] * _NO_BUCKETS)
     pipeline_s: float = 0.0
     commit_s: float = 0.0
@@ -114,6 +119,7 @@ class Worker:
         self.checked = {"registry": time.monotonic(), "tick": 0.0, "pruned": 0.0,
                         "summary": time.monotonic()}
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self.reject_budget: dict[str, tuple[float, int]] = {}  # topic -> (second, rejects)
         self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0}
         self.fault_notice: tuple[str, str, int] | None = None
 
@@ -166,6 +172,7 @@ class Worker:
             self._presence(topic, payload)
             return
         started = time.perf_counter()
+        rows = len(self.batch.rejects)
         outcome = self.pipeline.process(topic, payload, received, self.batch)
         spent = time.perf_counter() - started
         report = self.report
@@ -179,8 +186,12 @@ class Worker:
             reason = outcome.reject.reason
             report.rejects[reason] = report.rejects.get(reason, 0) + 1
             self._log_reject(topic, reason, outcome.reject.detail)
-            self._dead_letter(topic, outcome.device, reason, outcome.reject.detail,
-                              len(payload), received)
+            if reason in KEPT_REASONS or self._within_budget(topic):
+                self._dead_letter(topic, outcome.device, reason, outcome.reject.detail,
+                                  len(payload), received)
+            else:
+                del self.batch.rejects[rows:]
+                report.unrecorded += 1
         elif outcome.epoch is not None:
             self._epoch_moved(outcome)
         for name, _ in outcome.dropped:
@@ -197,6 +208,17 @@ class Worker:
         elif outcome.epoch == epochs.RESET:
             log.warning("%s: boot %d taken as its reference boot, as `fieldtrack devices "
                         "reset-epochs` asked", device, boot)
+
+    def _within_budget(self, topic: str) -> bool:
+        """May this topic's reject get a row and a dead letter (REJECT_DETAILS_PER_S)?"""
+        now = time.monotonic()
+        start, n = self.reject_budget.get(topic, (0.0, 0))
+        if now - start >= 1.0:
+            if len(self.reject_budget) > 10_000:
+                self.reject_budget.clear()
+            start, n = now, 0
+        self.reject_budget[topic] = (start, n + 1)
+        return n < REJECT_DETAILS_PER_S
 
     def _presence(self, topic: str, payload: bytes) -> None:
         try:

@@ -26,6 +26,8 @@ from fieldtrack.gateway.store.key_reuse import Source, reused
 
 SCHEMA_VERSION = 1
 MAX_REJECT_BYTES = 1024
+# Rejects whose row may be the only copy of a device record: never trimmed or pruned.
+KEPT_REASONS = ("key_reused", "bad_boot")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
