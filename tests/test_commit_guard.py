@@ -77,3 +77,36 @@ def test_only_a_damaged_file_is_fatal() -> None:
     corrupt.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
     assert is_fatal(corrupt)
     assert not is_fatal(locked())
+
+
+def test_the_worker_holds_a_refused_batch_and_gives_up_only_past_its_memory_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real store locked by a second connection: nothing reported done, then a stop."""
+    from fieldtrack.gateway.config import parse
+    from fieldtrack.gateway.ingest import worker as worker_module
+    from fieldtrack.gateway.ingest.worker import StoreStuck, Worker
+
+    monkeypatch.setattr(worker_module, "HOLD_MAX", 50)
+    path = tmp_path / "s.db"
+    w = Worker(parse({"store": {"path": str(path), "busy_timeout_ms": 50, "min_free_mb": 0}}))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        for i in range(10):
+            w.handle("ft/u/ghost", b"\xff %d" % i, i)
+        assert w.commit() is None  # refused: no report, so no acknowledgement
+        assert w.fault_notice is not None and "locked" in w.fault_notice[1]
+        assert w.held() == 10 and len(w.batch.rejects) == 10  # the batch is kept
+        other.execute("ROLLBACK")
+        w.guard.fault.next_try = 0.0  # type: ignore[union-attr]  (skip the backoff)
+        report = w.commit()
+        assert report is not None and report.upto == 10 and w.held() == 0
+        other.execute("BEGIN IMMEDIATE")
+        for i in range(60):
+            w.handle("ft/u/ghost", b"\xff %d" % i, i)
+        with pytest.raises(StoreStuck, match="none of them was acknowledged"):
+            w.commit()  # refused again, and 60 held is past the bound
+    finally:
+        other.close()
+        w.close()
