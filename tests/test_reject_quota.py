@@ -107,3 +107,18 @@ def test_a_flood_beyond_the_budget_is_counted_without_rows_or_dead_letters(
         assert worker.report.unrecorded == 200 - REJECT_DETAILS_PER_S
     finally:
         worker.close()
+
+
+def test_the_quota_never_deletes_the_only_copies_of_records(tmp_path: Path) -> None:
+    """key_reused and bad_boot rows hold genuine device records: outside every bound."""
+    store = Store(tmp_path / "s.db", rejects_per_topic=3)
+    try:
+        kept = [(i, "ft/u/noisy", "noisy", "bad_boot", "boot", b"\x01", 1) for i in range(5)]
+        store.commit(Batch(rejects=kept))
+        store.commit(Batch(rejects=[reject("ft/u/noisy", i) for i in range(50)]))
+        store.prune_rejects(2)
+        reasons = [r[0] for r in store.db.execute("SELECT reason FROM rejects ORDER BY id")]
+        assert reasons.count("bad_boot") == 5
+        assert reasons.count("malformed") == 2  # pruned to the newest 2 overall
+    finally:
+        store.close()

@@ -28,6 +28,7 @@ SCHEMA_VERSION = 1
 MAX_REJECT_BYTES = 1024
 # Rejects whose row may be the only copy of a device record: never trimmed or pruned.
 KEPT_REASONS = ("key_reused", "bad_boot")
+_KEPT_SQL = "(%s)" % ", ".join("'%s'" % r for r in KEPT_REASONS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -381,10 +382,16 @@ class Store:
         return held
 
     def _trim_rejects(self, topics: set[str]) -> None:
-        """Each topic keeps its newest ``rejects_per_topic`` rejects (one device's quota)."""
+        """Each topic keeps its newest ``rejects_per_topic`` rejects (one device's quota).
+
+        Rows of ``KEPT_REASONS`` are neither deleted nor counted: they may be the only
+        copy of a device's record.
+        """
+        kept = _KEPT_SQL
         self.db.executemany(
-            "DELETE FROM rejects WHERE topic = ?1 AND id < (SELECT id FROM rejects WHERE "
-            "topic = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            "DELETE FROM rejects WHERE topic = ?1 AND reason NOT IN %s AND id < (SELECT id "
+            "FROM rejects WHERE topic = ?1 AND reason NOT IN %s ORDER BY id DESC LIMIT 1 "
+            "OFFSET ?2)" % (kept, kept),
             [(topic, self.rejects_per_topic - 1) for topic in topics])
 
     def prune_rejects(self, keep: int) -> None:
@@ -395,7 +402,7 @@ class Store:
         """
         self.db.execute(
             "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ? AND reason "
-            "NOT IN ('key_reused', 'bad_boot')", (keep,)
+            "NOT IN %s" % _KEPT_SQL, (keep,)
         )
 
     # --- registry -----------------------------------------------------------
@@ -527,10 +534,14 @@ _UPSERT_STATE = (
 
 
 def newest_per_topic(rows: list[tuple[Any, ...]], quota: int) -> list[tuple[Any, ...]]:
-    """Reject rows (topic second) without those the quota would delete at once anyway."""
+    """Reject rows (topic second, reason fourth) without those the quota would delete at
+    once anyway; rows of ``KEPT_REASONS`` all stay."""
     seen: dict[str, int] = {}
     keep = []
     for row in reversed(rows):
+        if row[3] in KEPT_REASONS:
+            keep.append(row)
+            continue
         n = seen.get(row[1], 0)
         if n < quota:
             seen[row[1]] = n + 1
