@@ -19,6 +19,9 @@ FIX_BYTES = 256  # heap to batch one fix: its row, its deltas, its bytes
 RESERVE_BYTES = 6144  # what a batch leaves free: a flash segment being read, signing
 FIX, FRAME = 0, 1
 BUF = 8  # the fix flag of a fix sent late (frames.FLAG_BITS)
+WINDOW = 4  # frames sent and not yet covered by a receipt
+ERA_BASE = 1 << 24  # a boot at or above this starts an era: the counter was lost
+ERA_TOP = 1 << 31
 
 
 def _read_json(path, default):
@@ -30,14 +33,29 @@ def _read_json(path, default):
 
 
 def _write_json(path, value):
+    """Write by rename over the old file, never removing it first: a crash at any
+    point leaves the old content or the new."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f)
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+        f.flush()
+    if hasattr(os, "sync"):
+        os.sync()
     os.rename(tmp, path)
+
+
+def load_state(path):
+    """The state file, or a new era when it is missing or unusable (erased, re-flashed,
+    corrupt): boot is then a random value in [2^24, 2^31) that the next start increments,
+    so the keys of this era do not collide with the lost ones."""
+    state = _read_json(path, None)
+    if isinstance(state, dict) and isinstance(state.get("boot"), int) \
+            and 0 <= state["boot"] < 0xFFFFFFFF:
+        if not isinstance(state.get("cid"), int):
+            state["cid"] = 0
+        return state
+    era = ERA_BASE + int.from_bytes(os.urandom(4), "big") % (ERA_TOP - ERA_BASE)
+    return {"boot": era - 1, "cid": 0}
 
 
 def check_config(cfg):
@@ -68,7 +86,7 @@ class Tracker:
         self.dir = data_dir
         self.device = cfg["device_id"]
         self.key = bytes.fromhex(cfg["key"]) if cfg.get("key") else None
-        state = _read_json(data_dir + "/state.json", {"boot": 0, "cid": 0})
+        state = load_state(data_dir + "/state.json")
         state["boot"] += 1  # every start is a new epoch: seq starts again at 0
         _write_json(data_dir + "/state.json", state)
         self.state = state
@@ -76,8 +94,9 @@ class Tracker:
         self.seq = 0
         self.policy = policy.Policy(cfg.get("reporting", policy.DEFAULTS))
         buf = cfg.get("buffer", {})
-        self.ring = ringbuf.RingBuffer(data_dir + "/ring", buf.get("block_records", 32),
-                                       buf.get("max_segments", 256))
+        self.ring = ringbuf.RingBuffer(data_dir + "/ring", buf.get("capacity_records", 30000),
+                                       buf.get("segment_records", 128))
+        self.receipt_timeout_s = buf.get("receipt_timeout_s", 30)
         self.parser = nmea.Parser(on_fix=self.on_fix)
         self.gnss_buf = bytearray(512)  # one UART read, reused
         m = cfg["mqtt"]
@@ -86,15 +105,16 @@ class Tracker:
                                keepalive=m.get("keepalive_s", 60),
                                will=(topics.presence(self.device), topics.OFFLINE, 1, True),
                                ssl=m.get("tls", False))
-        self.mqtt.on_ack = self.on_ack
         self.mqtt.on_message = self.on_message
-        self.in_flight = None  # (packet id, boot, last seq) of the one batch awaiting PUBACK
+        self.mqtt.keep = False  # after a reconnect the ring resends, from flash
+        self.window = []  # (first key, last key) of the frames sent and not yet receipted
+        self.progress_at = 0  # uptime of the last receipt that confirmed something new
+        self.clock_known = False  # set by the first GNSS fix of this boot
         self.last_fix = None
         self.ignition = None
         self.next_status = 0
         self.retry_at = 0
         self.backoff_s = 1
-        self.sent_records = 0
         self.power_ok = True
         self.sos = False
         self.report_next = False  # the next fix is reported whatever the policy says
@@ -139,6 +159,7 @@ class Tracker:
         if t is None or nf.fix_type() == 0 or nf.lat is None:
             return
         self.board.set_time(t)
+        self.clock_known = True
         fix = {"t": t, "lat": nf.lat, "lon": nf.lon, "spd": nf.speed_kmh(),
                "hdg": nf.heading(), "alt": 0 if nf.alt_dm is None else nf.alt_dm // 10,
                "acc": 0 if nf.hdop_x10 is None else max(1, (nf.hdop_x10 * 25 + 50) // 100),
@@ -168,9 +189,15 @@ class Tracker:
         except (OSError, MQTTError):
             self.mqtt.close()
             return False
-        self.in_flight = None
+        self.rewind()
         self.backoff_s = 1
         return True
+
+    def rewind(self):
+        """Send again from the oldest record no receipt covers."""
+        self.ring.rewind()
+        self.window = []
+        self.progress_at = self.board.uptime_s()
 
     def _sign(self, payload):
         if not self.key:
@@ -180,59 +207,95 @@ class Tracker:
         return cose.sign(payload, self.key, self.device)
 
     def send_next(self):
-        """Publish the oldest unsent records: one batch or one frame, one at a time."""
-        if self.in_flight is not None or not self.mqtt.connected():
+        """Publish the oldest unsent records, one batch or one frame, while the window
+        of frames awaiting a receipt has room."""
+        if len(self.window) >= WINDOW or not self.mqtt.connected():
             return
         if not self.ring.pending():
             return
         rows: list = []
         boot = seq = 0
         payload = None
+        last_pos = None
         now = self.board.time()
         # A batch needs pieces of up to 1 KiB in one piece: collect first, so that free
         # memory is contiguous and mem_free() says what there is. Then smaller batches
         # when the heap is short: each fix costs about FIX_BYTES to batch.
         gc.collect()
         limit = max(1, min(MAX_BATCH, (gc.mem_free() - RESERVE_BYTES) // FIX_BYTES))
-        for b, s, r in self.ring.records():  # one flash segment in RAM at a time
-            item = cbor.loads(r, 4096, 4, False, ())
-            if not rows:
-                boot, seq = b, s
-                if item[0] == FRAME:
-                    payload = item[1]
+        records = self.ring.unsent()  # one record in RAM at a time
+        try:
+            for b, s, r, pos in records:
+                item = cbor.loads(r, 4096, 4, False, ())
+                if not rows:
+                    boot, seq = b, s
+                    if item[0] == FRAME:
+                        payload = item[1]
+                        last_pos = pos
+                        break
+                elif b != boot or s != seq + len(rows) or item[0] != FIX:
                     break
-            elif b != boot or s != seq + len(rows) or item[0] != FIX:
-                break
-            del item[0]  # the fix row: FIX_FIELDS, then flags
-            item[-1] = item[-1] | BUF if now - item[0] > 120 else item[-1] & ~BUF
-            rows.append(item)
-            if len(rows) >= limit:
-                break
+                del item[0]  # the fix row: FIX_FIELDS, then flags
+                item[-1] = item[-1] | BUF if now - item[0] > 120 else item[-1] & ~BUF
+                rows.append(item)
+                last_pos = pos
+                if len(rows) >= limit:
+                    break
+        finally:
+            records.close()
+        if last_pos is None:
+            self.ring.skip_sent()
+            return
         if payload is None:
-            if not rows:
-                return
             payload = frames.encode_batch(boot, seq, rows)
-        last = seq + len(rows) - 1 if rows else seq
         rows = []
-        pid = self.mqtt.publish(topics.uplink(self.device), self._sign(payload), qos=1)
-        self.in_flight = (pid, boot, last)
+        self.mqtt.publish(topics.uplink(self.device), self._sign(payload), qos=1)
+        self.ring.mark_sent(last_pos)  # PUBACK or not: sent, awaiting a receipt
+        if not self.window:
+            self.progress_at = self.board.uptime_s()
+        self.window.append((ringbuf.key_of(boot, seq), last_pos[2]))
 
-    def on_ack(self, pid):
-        if self.in_flight is not None and self.in_flight[0] == pid:
-            _, boot, last = self.in_flight
-            self.ring.ack(boot, last)
-            self.sent_records = last
-            self.in_flight = None
+    def on_receipt(self, frame):
+        if self.ring.confirm(frame["boot"], frame["seq"], frame["n"]):
+            self.progress_at = self.board.uptime_s()
+            ring = self.ring
+            self.window = [w for w in self.window
+                           if not (ring.is_confirmed(w[0]) and ring.is_confirmed(w[1]))]
+
+    def check_receipts(self, now):
+        """No receipt progress for receipt_timeout_s while records are unconfirmed: the
+        broker or the gateway lost them; send again from the oldest."""
+        if self.ring.unconfirmed() and now - self.progress_at >= self.receipt_timeout_s:
+            self.rewind()
 
     # --- commands --------------------------------------------------------------------
 
     def on_message(self, topic, payload):
+        """A receipt or a command, checked; anything else is ignored, never answered."""
+        try:
+            frame = self._downlink(payload)
+        except ValueError:
+            return
+        if frame["type"] == "receipt":
+            self.on_receipt(frame)
+            return
         import commands  # loaded for the command, dropped after it (see commands.py)
 
         try:
-            commands.handle(self, payload)
+            commands.handle(self, frame)
         finally:
             sys.modules.pop("commands", None)
+
+    def _downlink(self, payload):
+        """The frame of a downlink payload; ValueError unless it is signed with our key
+        (when we have one) and is a command or a receipt."""
+        from protocol import cose
+
+        mac, inner = cose.unwrap(payload, frames.MAX_FRAME_BYTES)
+        if self.key is not None and (mac is None or mac.kid != self.device
+                                     or not mac.verify(self.key)):
+            raise ValueError("not from our gateway")
+        return frames.decode_downlink(inner)
 
     def save_state(self):
         _write_json(self.dir + "/state.json", self.state)
@@ -252,7 +315,6 @@ class Tracker:
         if mv and self.power_ok and mv < threshold:
             self.power_ok = False
             self.record_event("power_lost", self.last_fix, {"mv": mv})
-            self.ring.flush()  # running on the backup battery: get RAM onto flash now
         elif not self.power_ok and mv >= threshold:
             self.power_ok = True
             self.record_event("power_restored", self.last_fix, {"mv": mv})
@@ -262,6 +324,7 @@ class Tracker:
                            "batt_mv": self.board.battery_mv(),
                            "supply_mv": self.board.supply_mv(), "fw": FW_VERSION,
                            "buffered": self.ring.depth(), "dropped": self.ring.dropped,
+                           "thinned": self.ring.thinned,
                            "uptime": self.board.uptime_s(),
                            "heap_free": self.board.heap_free()})
 
@@ -282,10 +345,10 @@ class Tracker:
         else:
             try:
                 self.mqtt.poll()
+                self.check_receipts(now)
                 self.send_next()
             except (OSError, MQTTError):
                 self.mqtt.close()
-                self.in_flight = None
         if now >= self.next_check:
             self.next_check = now + 1
             self.check_inputs()

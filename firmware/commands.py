@@ -5,27 +5,35 @@
 import json
 
 import policy
-from protocol import cose, frames
+
+CHANGES_STATE = ("set_config", "reboot", "fw_update")
+FRESH_S = 86400  # a command may be valid for at most a day ahead of the device's clock
 
 
-def handle(tracker, payload):
-    """Verify a downlink payload and carry out the command it holds, once."""
-    try:
-        mac, inner = cose.unwrap(payload, frames.MAX_FRAME_BYTES)
-        if tracker.key is not None and (mac is None or mac.kid != tracker.device
-                                        or not mac.verify(tracker.key)):
-            return  # not from our gateway: ignore, never act on it
-        cmd = frames.decode_command(inner)
-    except ValueError:
-        return
+def handle(tracker, cmd):
+    """Carry out a verified command (``Tracker.on_message`` checked its MAC) once, and
+    only while it is fresh: a captured command cannot be replayed later, not even after
+    a reset that lost the memory of executed cids."""
     cid = cmd["cid"]
     if cid <= tracker.state.get("cid", 0):
         return  # a replay or a duplicate delivery: already handled
+    kind = cmd["kind"]
+    exp = cmd["exp"]
+    if exp or kind in CHANGES_STATE:
+        if not tracker.clock_known:  # judged once the clock is set: not remembered yet
+            return ack(tracker, cid, "failed", "no clock yet (no GNSS fix since boot): "
+                       "send the command again once the device reports positions")
     tracker.state["cid"] = cid
     tracker.save_state()
-    if cmd["exp"] and tracker.board.time() > cmd["exp"]:
+    now = tracker.board.time()
+    if not exp and kind in CHANGES_STATE:
+        return ack(tracker, cid, "rejected", "%s needs an expiry (exp), at most 24 h ahead"
+                   % kind)
+    if exp and now > exp:
         return ack(tracker, cid, "expired")
-    kind = cmd["kind"]
+    if exp > now + FRESH_S:
+        return ack(tracker, cid, "rejected", "exp is more than 24 h ahead of the device's "
+                   "clock: give a nearer expiry")
     if kind == "set_config":
         set_config(tracker, cid, cmd["args"]["config"])
     elif kind == "locate":
@@ -35,8 +43,7 @@ def handle(tracker, payload):
         tracker.record_status()
         ack(tracker, cid, "ok")
     elif kind == "reboot":
-        ack(tracker, cid, "ok")
-        tracker.ring.flush()
+        ack(tracker, cid, "ok")  # on flash already, like every record
         tracker.board.reset()
     else:
         ack(tracker, cid, "unsupported", "%s is not supported by this firmware" % kind)

@@ -32,13 +32,13 @@ def main():
         if board.eof and cfg.get("sim_stop_at_eof"):
             break
         if deadline is not None:
-            done = board.eof and not tracker.ring.peek(1) and tracker.in_flight is None
+            done = board.eof and not tracker.ring.peek(1)
             if done or time.ticks_diff(deadline, time.ticks_ms()) < 0:
                 break
-    tracker.ring.flush()
     tracker.mqtt.disconnect()
     summary = {"boot": tracker.boot, "seq": tracker.seq, "dropped": tracker.ring.dropped,
-               "left": tracker.ring.depth(), "sentences": tracker.parser.sentences}
+               "thinned": tracker.ring.thinned, "left": tracker.ring.left(),
+               "sentences": tracker.parser.sentences}
     gc.collect()
     summary["heap_live"] = gc.mem_alloc()
     print(json.dumps(summary))

@@ -55,6 +55,9 @@ class MQTTClient:
         self.inbuf = bytearray()
         self.pid = 0
         self.inflight = {}  # packet id -> (topic, payload, retain) of unacknowledged QoS 1
+        # Keep QoS 1 payloads to resend them on a resumed session; False when the caller
+        # resends from its own store after a reconnect (the tracker's ring): less heap.
+        self.keep = True
         self.last_tx = _ticks_ms()
         self.last_rx = _ticks_ms()
         self.ping_out = False
@@ -103,7 +106,7 @@ class MQTTClient:
         self.last_tx = self.last_rx = _ticks_ms()
         self.ping_out = False
         session_present = bool(resp[2] & 1)
-        if session_present:  # resend what the broker has not acknowledged (with DUP)
+        if session_present and self.keep:  # resend what the broker has not acknowledged
             for pid, (topic, payload, retain) in list(self.inflight.items()):
                 self._send_publish(topic, payload, 1, retain, pid, dup=True)
         else:
@@ -169,7 +172,7 @@ class MQTTClient:
         if qos:
             self.pid = self.pid % 65535 + 1
             pid = self.pid
-            self.inflight[pid] = (topic, bytes(payload), retain)
+            self.inflight[pid] = (topic, bytes(payload), retain) if self.keep else None
         self._send_publish(topic, payload, qos, retain, pid)
         return pid
 
@@ -238,7 +241,8 @@ class MQTTClient:
         kind = first & 0xF0
         if kind == PUBACK:
             pid = int.from_bytes(body[:2], "big")
-            if self.inflight.pop(pid, None) is not None:
+            if pid in self.inflight:
+                del self.inflight[pid]
                 self.on_ack(pid)
         elif kind == PUBLISH:
             tlen = int.from_bytes(body[:2], "big")

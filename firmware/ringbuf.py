@@ -1,235 +1,449 @@
-# Store and forward: every record goes here first and leaves only when the broker
-# has acknowledged it.
+# Store and forward on flash: a record is written to flash before it can be sent and
+# stays there until a receipt from the gateway covers it.
 #
-# Records (the CBOR bytes of one fix or event, keyed by (boot, seq)) collect in a RAM
-# block; a full block is written to flash as one segment file, so flash sees one write
-# per block, not per fix. A segment is written to a temporary name and renamed, and
-# carries a CRC32, so a power cut mid-write leaves either the old state or the new one,
-# never a corrupt buffer. What the broker acknowledged is recorded as a watermark
-# (also written by rename). The buffer is bounded: past ``max_segments`` the oldest
-# segment is dropped and its records counted. Records still in RAM are lost on a
-# power cut; ``flush()`` (on low supply voltage, before sleep, on a timer) limits that.
+# The store is a journal of numbered segment files ("00000001.jnl", ...), each an
+# append-only run of records. A record on flash is a 6-byte header (length of the body,
+# 2 bytes; CRC32 of the body, 4 bytes) and the body, the CBOR of [boot, seq, record].
+# Appending is one write and a close: nothing waits in RAM, so a crash or power cut
+# loses at most the record being written, which the scan at boot cuts off (the segment
+# is truncated at its first record whose length or CRC does not check).
 #
-# Memory: the RAM block is kept as the segment's own bytes (the CBOR of each [boot, seq,
-# record] back to back in one bytearray, allocated once and reused), so a flush writes
-# it as it is; reading goes one segment at a time (``records()``), never the whole
-# buffer.
+# A record's key is boot * 2^32 + seq: keys grow in the order of writing. Three places
+# in the journal: ``done`` (every record up to it is covered by a receipt), what was
+# sent (``sent``, the key of the last record published since the last rewind) and the
+# end. Receipts that arrive out of order are kept as a few key ranges above ``done``;
+# the watermark then advances over the records in order while each is covered. A
+# segment wholly at or below it is deleted; ``done`` is saved (ring.state, written by
+# rename) when that happens, so a restart resends at most one segment's worth of
+# records the gateway already has, which it answers as duplicates.
+#
+# Room: at ``capacity`` records the oldest segments are thinned, one per turn, oldest
+# first, so that a long outage keeps an evenly thinned track instead of losing a
+# contiguous stretch: events, status and acks stay, as do fixes where the ignition
+# changed and the first and last fix of a segment; of the other fixes every second
+# one stays. When a pass reaches the newest segment it starts again at the oldest
+# (every 4th, then 8th, ... fix). Only when thinning frees nothing is the oldest
+# segment dropped (``dropped``).
+#
+# Memory: no record and no segment table is held in RAM; reading goes one record at a
+# time through one reused buffer.
 
 import binascii
 import os
 
-from protocol.cbor import dumps, head, iter_array, loads
+from protocol.cbor import dumps, loads
 
-SUFFIX = ".seg"
+SUFFIX = ".jnl"
 TMP = ".tmp"
 STATE = "ring.state"
-RECORD_BYTES = 48  # a fix with its key; the block grows for longer records
+HEADER = 6
+FIX = 0  # the first item of a stored fix row (app.FIX)
+IGN = 4  # the ignition bit of a fix's flags (protocol.schema.FLAG_BITS)
+MAX_RANGES = 16
 
 
-def _write_atomic(path, *parts):
-    tmp = path + TMP
-    with open(tmp, "wb") as f:
-        for part in parts:
-            f.write(part)
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-    os.rename(tmp, path)
-
-
-def _key(boot, seq):
+def key_of(boot, seq):
     return boot * 4294967296 + seq
 
 
+def _write_atomic(path, data):
+    """Write a file by rename over the old one: a crash leaves the old or the new."""
+    tmp = path + TMP
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+    if hasattr(os, "sync"):
+        os.sync()
+    os.rename(tmp, path)
+
+
+def _frame(body):
+    return len(body).to_bytes(2, "big") + \
+        (binascii.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big") + body
+
+
 class RingBuffer:
-    def __init__(self, directory, block_records=32, max_segments=64):
+    def __init__(self, directory, capacity=30000, segment_records=128):
         self.dir = directory
-        self.block_records = block_records
-        self.max_segments = max_segments
-        self.block = bytearray(block_records * RECORD_BYTES)  # the RAM block, reused
-        self.used = 0  # how much of it holds records: CBOR of [boot, seq, record] each
-        self.keys = []  # the key of each record in the block
-        self.ends = []  # where each record's CBOR ends in the block
-        self.segments = []  # [(first key, last key, file name, records)] oldest first
-        self.acked = -1  # highest key the broker acknowledged
+        self.capacity = max(capacity, 2 * segment_records)
+        self.seg_records = segment_records
+        self.buf = bytearray(256)  # one record body at a time, grown when one is longer
+        self.first = 1  # the oldest segment on flash
+        self.last = 1  # the segment appended to
+        self.last_n = 0  # records in it
+        self.last_size = 0  # its bytes
+        self.count = 0  # records on flash, all segments
+        self.done = -1  # watermark: every record up to this key is confirmed
+        self.done_pos = (1, 0)  # where the scan for the watermark resumes
+        self.got = []  # [lo, hi] key ranges confirmed above the watermark, sorted
+        self.sent = -1  # the key of the last record sent since the last rewind
+        self.cursor = (1, 0)  # where the next record to send is read from
         self.dropped = 0
-        self.corrupt = 0
+        self.thinned = 0
+        self.corrupt = 0  # records cut off at boot (torn writes)
+        self.thin_seg = 0  # the next segment to thin
         try:
             os.mkdir(directory)
         except OSError:
             pass
         self._load()
 
-    # --- persistence --------------------------------------------------------
+    # --- files ----------------------------------------------------------------------
 
-    def _path(self, name):
-        return self.dir + "/" + name
+    def _path(self, n):
+        return "%s/%08d%s" % (self.dir, n, SUFFIX)
 
     def _load(self):
         try:
-            with open(self._path(STATE), "rb") as f:
-                state = loads(f.read())
-            self.acked, self.dropped, self.corrupt = state[0], state[1], state[2]
+            with open(self.dir + "/" + STATE, "rb") as f:
+                st = loads(f.read())
+            self.done, self.dropped, self.thinned, self.corrupt, self.thin_seg = st[:5]
         except (OSError, ValueError, IndexError, TypeError):
             pass
-        names = []
+        numbers = []
         for name in os.listdir(self.dir):
-            if name.endswith(TMP):  # a write that a power cut interrupted
-                os.remove(self._path(name))
+            if name.endswith(TMP):  # a rewrite that a crash interrupted: the old file stands
+                os.remove(self.dir + "/" + name)
             elif name.endswith(SUFFIX):
-                names.append(name)
-        names.sort()
-        for name in names:
-            first, last, n = -1, -1, 0
-            try:
-                for b, s, _ in self._read(name):
-                    last = _key(b, s)
-                    first = last if n == 0 else first
-                    n += 1
-            except ValueError:
-                n = -1
-            if n < 0:
-                self.corrupt += 1
-                os.remove(self._path(name))
-            elif last <= self.acked:
-                os.remove(self._path(name))
-            else:
-                self.segments.append((first, last, name, n))
+                try:
+                    numbers.append(int(name[:-len(SUFFIX)]))
+                except ValueError:
+                    pass
+        numbers.sort()
+        kept = []
+        for n in numbers:
+            records, size, last_key, whole = self._check(n)
+            if not whole:
+                self._truncate(n, size)
+            if records and last_key <= self.done and n != numbers[-1]:
+                os.remove(self._path(n))  # confirmed: the delete was cut short
+                continue
+            kept.append(n)
+            self.count += records
+            if n == numbers[-1]:
+                self.last, self.last_n, self.last_size = n, records, size
+        self.first = kept[0] if kept else self.last
+        self.done_pos = self.cursor = (self.first, 0)
+        self.sent = self.done
 
-    def _read(self, name):
-        """The [boot, seq, record] items of a segment file, decoded one at a time.
-
-        Raises ValueError when the file is corrupt (CRC, or not CBOR). One record is
-        decoded at a time: a whole segment decoded would hold 32 lists and byte strings.
-        """
-        path = self._path(name)
+    def _check(self, n):
+        """(records, bytes of whole records, last key, True when the file is whole)."""
+        records, pos, last_key = 0, 0, -1
         try:
-            size = os.stat(path)[6] - 4
-            with open(path, "rb") as f:
-                body = f.read(size) if size > 0 else b""  # one allocation, decoded in place
-                crc = f.read(4)
+            with open(self._path(n), "rb") as f:
+                while True:
+                    item = self._read(f)
+                    if item is None:
+                        return records, pos, last_key, True
+                    body_len = item
+                    try:
+                        b, s, _ = loads(memoryview(self.buf)[:body_len], 1 << 16, 4, False, ())
+                    except (ValueError, TypeError):
+                        break
+                    last_key = key_of(b, s)
+                    records += 1
+                    pos += HEADER + body_len
+        except (OSError, ValueError):
+            pass
+        return records, pos, last_key, False
+
+    def _read(self, f):
+        """The next record of an open segment into ``self.buf``: its body length, None
+        at the end; ValueError for a torn or corrupt record."""
+        head = f.read(HEADER)
+        if not head:
+            return None
+        if len(head) < HEADER:
+            raise ValueError("torn header")
+        n = int.from_bytes(head[:2], "big")
+        if n > len(self.buf):
+            self.buf = bytearray(n)
+        view = memoryview(self.buf)[:n]
+        if f.readinto(view) != n or binascii.crc32(view) & 0xFFFFFFFF \
+                != int.from_bytes(head[2:], "big"):
+            raise ValueError("bad record")
+        return n
+
+    def _truncate(self, n, size):
+        """Keep the first ``size`` bytes of a segment (its whole records)."""
+        path = self._path(n)
+        with open(path, "rb") as f:
+            keep = f.read(size)
+        self.corrupt += 1
+        _write_atomic(path, keep)
+
+    def _records(self, n, off=0):
+        """(boot, seq, record, offset after it) of segment ``n`` from ``off``."""
+        try:
+            f = open(self._path(n), "rb")
         except OSError:
-            raise ValueError(name) from None
-        if size <= 0 or len(body) != size or binascii.crc32(body) & 0xFFFFFFFF \
-                != int.from_bytes(crc, "big"):
-            raise ValueError(name)
-        return iter_array(body, 1 << 20, 4)
-
-    def _records_of(self, name):
-        """A segment's items, none when it cannot be read (counted at boot, see _load)."""
-        try:
-            for item in self._read(name):
-                yield item
-        except ValueError:
             return
+        try:
+            f.seek(off)
+            while True:
+                try:
+                    body_len = self._read(f)
+                except ValueError:
+                    return  # cut off at the next boot's scan
+                if body_len is None:
+                    return
+                off += HEADER + body_len
+                b, s, r = loads(memoryview(self.buf)[:body_len], 1 << 16, 4, False, ())
+                yield b, s, r, off
+        finally:
+            f.close()
 
     def _save_state(self):
-        _write_atomic(self._path(STATE), dumps([self.acked, self.dropped, self.corrupt]))
+        _write_atomic(self.dir + "/" + STATE, dumps([self.done, self.dropped, self.thinned,
+                                                     self.corrupt, self.thin_seg]))
 
-    def flush(self):
-        """Write the RAM block (if any) to flash as one segment."""
-        n = len(self.keys)
-        if not n:
-            return
-        first, last = self.keys[0], self.keys[-1]
-        top = bytearray()
-        head(top, 4, n)
-        body = memoryview(self.block)[:self.used]
-        crc = binascii.crc32(body, binascii.crc32(top)) & 0xFFFFFFFF
-        name = "%010d-%010d%s" % (first >> 32, first & 0xFFFFFFFF, SUFFIX)
-        _write_atomic(self._path(name), top, body, crc.to_bytes(4, "big"))
-        self.used = 0
-        self.keys = []
-        self.ends = []
-        self.segments.append((first, last, name, n))
-        while len(self.segments) > self.max_segments:
-            old = self.segments.pop(0)
-            self.dropped += old[3]
-            try:
-                os.remove(self._path(old[2]))
-            except OSError:
-                pass
-            self._save_state()
+    def _remove(self, n):
+        try:
+            os.remove(self._path(n))
+        except OSError:
+            pass
 
-    # --- use ------------------------------------------------------------------
+    # --- writing ----------------------------------------------------------------------
 
     def append(self, boot, seq, record):
-        entry = dumps([boot, seq, record])
-        end = self.used + len(entry)
-        if end > len(self.block):
-            self.block.extend(bytes(end - len(self.block)))
-        self.block[self.used:end] = entry
-        self.used = end
-        self.keys.append(_key(boot, seq))
-        self.ends.append(end)
-        if len(self.keys) >= self.block_records:
-            self.flush()
+        """Put a record on flash; it is there when this returns."""
+        if self.last_n >= self.seg_records:
+            self.last += 1
+            self.last_n = self.last_size = 0
+        while self.count >= self.capacity:
+            self._make_room()
+        data = _frame(dumps([boot, seq, record]))
+        with open(self._path(self.last), "ab") as f:
+            f.write(data)
+        self.last_n += 1
+        self.last_size += len(data)
+        self.count += 1
 
-    def records(self):
-        """Unacknowledged records oldest first, as (boot, seq, bytes), read lazily."""
-        for seg in self.segments:
-            if seg[1] <= self.acked:
-                continue
-            for b, s, r in self._records_of(seg[2]):
-                if _key(b, s) > self.acked:
-                    yield b, s, r
-        start = 0
-        for i in range(len(self.keys)):
-            end = self.ends[i]
-            if self.keys[i] > self.acked:
-                yield loads(bytes(memoryview(self.block)[start:end]), 1 << 16, 4, False, ())
-            start = end
+    def flush(self):
+        """Nothing waits in RAM; kept for the callers that ask before a reset or sleep."""
+        if hasattr(os, "sync"):
+            os.sync()
 
-    def pending(self):
-        """True when records may wait to be sent (cheap: reads no segment)."""
-        return bool(self.keys) or bool(self.segments)
+    # --- sending ------------------------------------------------------------------------
+
+    def is_confirmed(self, k):
+        if k <= self.done:
+            return True
+        for lo, hi in self.got:
+            if lo <= k <= hi:
+                return True
+        return False
+
+    def _from(self, n, off):
+        """(boot, seq, record, (segment, offset after it, key)) from a place, onwards."""
+        while n <= self.last:
+            records = self._records(n, off)
+            try:
+                for b, s, r, end in records:
+                    yield b, s, r, (n, end, key_of(b, s))
+            finally:
+                records.close()  # no refcounting on MicroPython: close the file now
+            n, off = n + 1, 0
+
+    def unsent(self):
+        """Records not sent since the last rewind and not confirmed, oldest first, as
+        (boot, seq, record, position); ``mark_sent(position)`` after publishing. Close
+        the generator when stopping early."""
+        items = self._from(self.cursor[0], self.cursor[1])
+        try:
+            for item in items:
+                k = item[3][2]
+                if k > self.sent and not self.is_confirmed(k):
+                    yield item
+        finally:
+            items.close()
+
+    def left(self):
+        """How many records no receipt covers (reads the journal from the watermark)."""
+        c = 0
+        for item in self._from(self.done_pos[0], self.done_pos[1]):
+            if not self.is_confirmed(item[3][2]):
+                c += 1
+        return c
 
     def peek(self, n):
-        """Up to ``n`` unacknowledged records, oldest first: [(boot, seq, bytes)]."""
-        out: list = []
+        """Up to ``n`` unconfirmed records, oldest first: [(boot, seq, bytes)]."""
+        out = []
         if n > 0:
-            for rec in self.records():
-                out.append(tuple(rec))
-                if len(out) >= n:
-                    break
+            records = self._from(self.done_pos[0], self.done_pos[1])
+            for b, s, r, pos in records:
+                if not self.is_confirmed(pos[2]):
+                    out.append((b, s, r))
+                    if len(out) >= n:
+                        break
+            records.close()
         return out
 
-    def ack(self, boot, seq):
-        """The broker has everything up to (boot, seq): forget it, on flash too."""
-        key = _key(boot, seq)
-        if key <= self.acked:
-            return
-        self.acked = key
-        done = 0
-        while done < len(self.keys) and self.keys[done] <= key:
-            done += 1
-        if done:
-            cut = self.ends[done - 1]
-            self.block[0:self.used - cut] = self.block[cut:self.used]
-            self.used -= cut
-            self.keys = self.keys[done:]
-            self.ends = [e - cut for e in self.ends[done:]]
-        keep = []
-        for seg in self.segments:
-            if seg[1] <= key:
-                try:
-                    os.remove(self._path(seg[2]))
-                except OSError:
-                    pass
-            else:
-                keep.append(seg)
-        self.segments = keep
-        if keep:  # only the watermark inside a partly sent segment needs saving
-            self._save_state()
+    def skip_sent(self):
+        """Nothing from the cursor on needs sending (all sent or confirmed): move it to
+        the end, so that ``pending`` reads no flash until a record is appended."""
+        self.cursor = (self.last, self.last_size)
+
+    def mark_sent(self, position):
+        n, off, k = position
+        self.cursor = (n, off)
+        self.sent = k
+
+    def pending(self):
+        """True when records may wait to be sent (reads no flash)."""
+        n, off = self.cursor
+        return n < self.last or (n == self.last and off < self.last_size)
+
+    def unconfirmed(self):
+        """True when records were sent and no receipt covers them yet."""
+        return self.sent > self.done
+
+    def rewind(self):
+        """Send again from the oldest unconfirmed record (a reconnect, a receipt overdue)."""
+        self.cursor = self.done_pos
+        self.sent = self.done
 
     def depth(self):
-        """How many records wait to be sent. Only the oldest segment can be partly sent,
-        so it is the only one read."""
-        n = len(self.keys)
-        for i, seg in enumerate(self.segments):
-            if i == 0 and seg[0] <= self.acked:
-                n += sum(1 for b, s, _ in self._records_of(seg[2]) if _key(b, s) > self.acked)
+        """Records on flash that no receipt has covered (approximately: those confirmed
+        in a partly confirmed oldest segment count until it goes)."""
+        return self.count
+
+    # --- receipts -------------------------------------------------------------------------
+
+    def confirm(self, boot, seq, n):
+        """A receipt for (boot, seq) .. (boot, seq + n - 1). True when it covered a record
+        not confirmed before (progress)."""
+        lo = key_of(boot, seq)
+        hi = lo + n - 1
+        if hi <= self.done:
+            return False
+        if lo <= self.done:
+            lo = self.done + 1
+        for r in self.got:
+            if r[0] <= lo and hi <= r[1]:
+                return False
+        got = [r for r in self.got if r[1] < lo - 1 or r[0] > hi + 1]
+        for r in self.got:
+            if not (r[1] < lo - 1 or r[0] > hi + 1):
+                lo, hi = min(lo, r[0]), max(hi, r[1])
+        got.append([lo, hi])
+        got.sort()
+        self.got = got[:MAX_RANGES]  # past that, the highest are confirmed again later
+        self._advance()
+        return True
+
+    def _advance(self):
+        """Move the watermark over the records in order while each is covered; delete
+        the segments it passes."""
+        n, off = self.done_pos
+        deleted = False
+        while n <= self.last:
+            complete = True
+            records = self._records(n, off)
+            for b, s, _, end in records:
+                k = key_of(b, s)
+                if k > self.done and not self.is_confirmed(k):
+                    complete = False
+                    break
+                if k > self.done:
+                    self.done = k
+                off = end
+            records.close()  # no refcounting on MicroPython: close the file now
+            if not complete:
+                break
+            if n == self.last:
+                if off < self.last_size:
+                    break
+                if self.last_n:  # the segment being written is confirmed too: start anew
+                    self._remove(n)
+                    self.count -= self.last_n
+                    self.last += 1
+                    self.last_n = self.last_size = 0
+                    self.first = self.last
+                    n, off = self.last, 0
+                    deleted = True
+                break
+            self.count -= self._count_of(n)
+            self._remove(n)
+            n, off = n + 1, 0
+            self.first = n
+            deleted = True
+        self.done_pos = (n, off)
+        if self.cursor < self.done_pos:
+            self.cursor = self.done_pos
+        self.got = [r for r in self.got if r[1] > self.done]
+        if deleted:  # the watermark on flash must pass what is gone
+            self._save_state()
+
+    def _count_of(self, n):
+        if n == self.last:
+            return self.last_n
+        c = 0
+        for _ in self._records(n):
+            c += 1
+        return c
+
+    # --- room -------------------------------------------------------------------------------
+
+    def _make_room(self):
+        """Thin the next sealed segment (or drop the oldest when thinning frees nothing)."""
+        if self.first >= self.last:  # nothing sealed yet: seal what is being written
+            self.last += 1
+            self.last_n = self.last_size = 0
+        tried = 0
+        while tried < self.last - self.first:
+            if self.thin_seg < self.first or self.thin_seg >= self.last:
+                self.thin_seg = self.first  # a new pass, from the oldest
+            n = self.thin_seg
+            self.thin_seg += 1
+            freed = self._thin(n)
+            tried += 1
+            if freed:
+                self.thinned += freed
+                self.count -= freed
+                self._save_state()
+                return
+        n = self.first
+        lost = self._count_of(n)
+        self.dropped += lost
+        self.count -= lost
+        self._remove(n)
+        self.first += 1
+        if self.done_pos[0] < self.first:
+            self.done_pos = (self.first, 0)
+        if self.cursor[0] < self.first:
+            self.cursor = (self.first, 0)
+        self._save_state()
+
+    def _thin(self, n):
+        """Rewrite segment ``n`` without every second plain fix; returns how many went."""
+        out = bytearray()
+        fixes = 0
+        removed = 0
+        prev_ign = None
+        pending = None  # the last plain fix left out: kept if it turns out to be the last
+        for b, s, r, _ in self._records(n):
+            keep = True
+            if r[1] == FIX:  # r is the CBOR of [FIX, fields..., flags]
+                ign = loads(r, 4096, 4, False, ())[-1] & IGN
+                edge = prev_ign is not None and ign != prev_ign
+                prev_ign = ign
+                keep = edge or fixes % 2 == 0
+                fixes += 1
+            if keep:
+                out.extend(_frame(dumps([b, s, r])))
+                pending = None
             else:
-                n += seg[3]
-        return n
+                pending = (b, s, r)
+                removed += 1
+        if pending is not None:  # the segment's last fix stays: it ends a stretch
+            out.extend(_frame(dumps(list(pending))))
+            removed -= 1
+        if removed <= 0:
+            return 0
+        _write_atomic(self._path(n), out)
+        if self.cursor[0] == n:
+            self.cursor = (n, 0)  # offsets moved; ``sent`` skips what went out already
+        if self.done_pos[0] == n:
+            self.done_pos = (n, 0)
+        return removed

@@ -100,6 +100,7 @@ STATUS_FIELDS = {
     6: ("uptime", "uint"),
     7: ("heap_free", "uint"),
     8: ("dropped", "uint"),
+    9: ("thinned", "uint"),
 }
 COMMAND_KINDS = ((1, "set_config"), (2, "locate"), (3, "reboot"), (4, "fw_update"), (5, "status"))
 COMMAND_ARGS = {
