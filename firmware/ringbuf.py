@@ -19,9 +19,8 @@
 #
 # Room: at ``capacity`` records the oldest segments are thinned, one per turn, oldest
 # first, so that a long outage keeps an evenly thinned track instead of losing a
-# contiguous stretch: events, status and acks stay, as do fixes where the ignition
-# changed and the first and last fix of a segment; of the other fixes every second
-# one stays. When a pass reaches the newest segment it starts again at the oldest
+# contiguous stretch: events, status and acks stay (ignition on/off among them), as do
+# fixes where the ignition flag changed; of the other fixes every second one stays. When a pass reaches the newest segment it starts again at the oldest
 # (every 4th, then 8th, ... fix). Only when thinning frees nothing is the oldest
 # segment dropped (``dropped``).
 #
@@ -421,24 +420,17 @@ class RingBuffer:
         fixes = 0
         removed = 0
         prev_ign = None
-        pending = None  # the last plain fix left out: kept if it turns out to be the last
         for b, s, r, _ in self._records(n):
             keep = True
             if r[1] == FIX:  # r is the CBOR of [FIX, fields..., flags]
                 ign = loads(r, 4096, 4, False, ())[-1] & IGN
-                edge = prev_ign is not None and ign != prev_ign
+                keep = fixes % 2 == 0 or (prev_ign is not None and ign != prev_ign)
                 prev_ign = ign
-                keep = edge or fixes % 2 == 0
                 fixes += 1
             if keep:
                 out.extend(_frame(dumps([b, s, r])))
-                pending = None
             else:
-                pending = (b, s, r)
                 removed += 1
-        if pending is not None:  # the segment's last fix stays: it ends a stretch
-            out.extend(_frame(dumps(list(pending))))
-            removed -= 1
         if removed <= 0:
             return 0
         _write_atomic(self._path(n), out)

@@ -18,8 +18,13 @@ from test_firmware_e2e import KEY, ROOT, start_gateway, tracker_config, write_dr
 from fieldtrack.protocol import cose, fast, topics
 
 
-def command(cid: int, kind: str, key: bytes | None = KEY, **args: object) -> bytes:
-    frame = {"type": "command", "cid": cid, "kind": kind, "exp": 0, "args": args}
+DRIVE_T0 = 1_767_261_600  # the device's clock: the drive's GNSS time (city_track)
+FRESH = DRIVE_T0 + 3600  # an expiry within the day ahead of that clock
+
+
+def command(cid: int, kind: str, key: bytes | None = KEY, exp: int = FRESH,
+            **args: object) -> bytes:
+    frame = {"type": "command", "cid": cid, "kind": kind, "exp": exp, "args": args}
     payload = fast.encode(frame)
     return cose.sign(payload, key, "van-sim") if key is not None else payload
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from conftest import Broker
-from harness import GatewayProcess, count, wait_until, write_config
+from harness import GatewayProcess, StoreReceipts, count, wait_until, write_config
 
 from fieldtrack.gateway.store.sqlite import Device, Store
 
@@ -93,8 +93,9 @@ def tracker_config(directory: Path, port: int) -> None:
            "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 30},
            "reporting": {"moving": every, "stopped": dict(every, max_period_s=30),
                          "moving_kmh": 5},
-           "buffer": {"block_records": 16, "max_segments": 1000}, "status_period_s": 3600,
-           "sim_pace_ms": 0}
+           "buffer": {"capacity_records": 20000, "segment_records": 32,
+                      "receipt_timeout_s": 3},
+           "status_period_s": 3600, "sim_pace_ms": 0}
     directory.mkdir(exist_ok=True)
     (directory / "config.json").write_text(json.dumps(cfg))
 
@@ -110,6 +111,8 @@ def run_tracker(micropython: str, data: Path, nmea_file: Path, seconds: int) -> 
 
 
 def start_gateway(tmp_path: Path, broker: Broker) -> GatewayProcess:
+    """The gateway, with the test's receipts beside it (``gw.receipts``, closed by
+    ``gw.stop_quietly``)."""
     config = write_config(tmp_path, broker.port, filters={"past_action": "off"},
                           events={"enabled": False})
     store = Store(tmp_path / "fieldtrack.db")
@@ -118,6 +121,7 @@ def start_gateway(tmp_path: Path, broker: Broker) -> GatewayProcess:
     gw = GatewayProcess(config, tmp_path / "gateway.log")
     gw.start()
     gw.wait_subscribed()
+    gw.receipts = StoreReceipts(broker.port, "van-sim", KEY, tmp_path / "fieldtrack.db")
     return gw
 
 
