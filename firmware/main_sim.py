@@ -26,8 +26,15 @@ def main():
                      cfg.get("sim_ignition"))
     tracker = Tracker(board, cfg, data_dir)
     deadline = time.ticks_add(time.ticks_ms(), seconds * 1000) if seconds else None
+    trace = cfg.get("sim_trace")  # print each record's key once it is on flash
+    made = tracker.seq
+    if trace:
+        print("made", tracker.boot, made)
     while True:
         tracker.step()
+        if trace and tracker.seq != made:
+            made = tracker.seq
+            print("made", tracker.boot, made)  # records boot, 0 .. made - 1 are on flash
         board.idle()
         if board.eof and cfg.get("sim_stop_at_eof"):
             break

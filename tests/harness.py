@@ -193,6 +193,7 @@ class StoreReceipts:
         self.key = key
         self.store = store
         self.waiting: list[tuple[int, int, int]] = []
+        self.seen = 0  # uplink frames of the device
         self.sent = 0
         self.lock = threading.Lock()
         self.stop_flag = threading.Event()
@@ -213,6 +214,7 @@ class StoreReceipts:
             return
         n = len(frame["fixes"]) if frame["type"] == "batch" else 1
         with self.lock:
+            self.seen += 1
             self.waiting.append((frame["boot"], frame["seq"], n))
 
     def _stored(self, boot: int, seq: int, n: int) -> bool:
