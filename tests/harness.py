@@ -68,7 +68,6 @@ class GatewayProcess:
         self.config = config
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
-        self.receipts: StoreReceipts | None = None
 
     def start(self) -> None:
         code = "import sys; from fieldtrack.tools.cli import main; sys.exit(main())"
@@ -107,9 +106,6 @@ class GatewayProcess:
         return None
 
     def stop_quietly(self) -> None:
-        if self.receipts is not None:
-            self.receipts.close()
-            self.receipts = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
@@ -178,81 +174,23 @@ class Publisher:
         self.client.disconnect()
 
 
-class StoreReceipts:
-    """The gateway's end-to-end receipts (e2e design §1), played by the test: every
-    uplink frame of ``device`` is answered with a signed receipt once all its keys are
-    in the store (or, with ``store=None``, at once). It listens beside the gateway, on a
-    clean session, so frames published while it is disconnected go unanswered and the
-    tracker's receipt timeout has to resend them.
-    """
 
-    def __init__(self, port: int, device: str, key: bytes, store: Path | None) -> None:
-        import threading
+class UplinkWatch:
+    """Counts the uplink frames of a device passing through the broker (a clean session
+    beside the gateway's), e.g. to act once a tracker has published."""
 
-        self.device = device
-        self.key = key
-        self.store = store
-        self.waiting: list[tuple[int, int, int]] = []
-        self.seen = 0  # uplink frames of the device
-        self.sent = 0
-        self.lock = threading.Lock()
-        self.stop_flag = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="receipts-%d" % port)
+    def __init__(self, port: int, device: str) -> None:
+        self.seen = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch-%d" % port)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topics.uplink(device), 1)
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", port)
         self.client.loop_start()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
-        try:
-            mac, inner = cose.unwrap(msg.payload, 16384)
-            frame = fast.decode(inner)
-        except ValueError:
-            return
-        n = len(frame["fixes"]) if frame["type"] == "batch" else 1
-        with self.lock:
-            self.seen += 1
-            self.waiting.append((frame["boot"], frame["seq"], n))
-
-    def _stored(self, boot: int, seq: int, n: int) -> bool:
-        if self.store is None:
-            return True
-        where = " WHERE device = ? AND boot = ? AND seq BETWEEN ? AND ?"
-        args = (self.device, boot, seq, seq + n - 1)
-        try:
-            con = sqlite3.connect(self.store, timeout=30)
-            try:
-                found = sum(int(con.execute("SELECT COUNT(*) FROM %s%s" % (table, where),
-                                            args).fetchone()[0])
-                            for table in ("positions", "events"))
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return False
-        return found == n
-
-    def _run(self) -> None:
-        import cbor2
-
-        while not self.stop_flag.wait(0.05):
-            with self.lock:
-                waiting, self.waiting = self.waiting, []
-            keep = []
-            for boot, seq, n in waiting:
-                if self._stored(boot, seq, n):
-                    payload = cose.sign(cbor2.dumps([6, boot, seq, n]), self.key, self.device)
-                    self.client.publish(topics.downlink(self.device), payload, qos=0)
-                    self.sent += 1
-                else:
-                    keep.append((boot, seq, n))
-            with self.lock:
-                self.waiting = keep + self.waiting
+        self.seen += 1
 
     def close(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(5)
         self.client.loop_stop()
         self.client.disconnect()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from conftest import Broker
-from harness import GatewayProcess, StoreReceipts, count, wait_until, write_config
+from harness import GatewayProcess, count, wait_until, write_config
 
 from fieldtrack.gateway.store.sqlite import Device, Store
 
@@ -111,8 +111,7 @@ def run_tracker(micropython: str, data: Path, nmea_file: Path, seconds: int) -> 
 
 
 def start_gateway(tmp_path: Path, broker: Broker) -> GatewayProcess:
-    """The gateway, with the test's receipts beside it (``gw.receipts``, closed by
-    ``gw.stop_quietly``)."""
+    """The gateway; its receipts let the tracker delete what is stored."""
     config = write_config(tmp_path, broker.port, filters={"past_action": "off"},
                           events={"enabled": False})
     store = Store(tmp_path / "fieldtrack.db")
@@ -121,7 +120,6 @@ def start_gateway(tmp_path: Path, broker: Broker) -> GatewayProcess:
     gw = GatewayProcess(config, tmp_path / "gateway.log")
     gw.start()
     gw.wait_subscribed()
-    gw.receipts = StoreReceipts(broker.port, "van-sim", KEY, tmp_path / "fieldtrack.db")
     return gw
 
 
