@@ -23,4 +23,10 @@ def errors(cfg):
     if not isinstance(m, dict) or not isinstance(m.get("host"), str):
         errors.append("mqtt.host: the broker's host name")
     errors.extend(policy.check(cfg.get("reporting", policy.DEFAULTS)))
+    buf = cfg.get("buffer", {})
+    for name, low, high in (("capacity_records", 16, 10000000), ("segment_records", 8, 1024),
+                            ("receipt_timeout_s", 1, 86400)):
+        v = buf.get(name, low) if isinstance(buf, dict) else None
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            errors.append("buffer.%s: a whole number %d..%d" % (name, low, high))
     return errors

@@ -160,3 +160,16 @@ def test_chip_table_agrees_with_esptool(chip: str) -> None:
     assert ours.image_offset == theirs.BOOTLOADER_FLASH_OFFSET
     assert ours.image_chip_id == theirs.IMAGE_CHIP_ID
     assert ours.title == theirs.CHIP_NAME
+
+
+def test_the_flash_table_sizes_the_journal_and_is_checked(tmp_path: Path) -> None:
+    text = (boards.BOARDS_DIR / "lilygo-t-beam.toml").read_text()
+    assert load_board("lilygo-t-beam").filesystem_kb == 2048
+    bigger = tmp_path / "big.toml"
+    bigger.write_text(text.replace("size_mb = 4", "size_mb = 16").replace(
+        "filesystem_kb = 2048", "filesystem_kb = 14336"))
+    assert load_board(bigger).filesystem_kb == 14336
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("filesystem_kb = 2048", "filesystem_kb = 4096"))
+    with pytest.raises(BoardError, match="flash.filesystem_kb: 4096"):
+        load_board(bad)

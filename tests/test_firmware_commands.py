@@ -17,7 +17,6 @@ from test_firmware_e2e import KEY, ROOT, start_gateway, tracker_config, write_dr
 
 from fieldtrack.protocol import cose, fast, topics
 
-
 DRIVE_T0 = 1_767_261_600  # the device's clock: the drive's GNSS time (city_track)
 FRESH = DRIVE_T0 + 3600  # an expiry within the day ahead of that clock
 

@@ -59,9 +59,11 @@ def configure(data: Path, port: int, **extra: object) -> None:
     (data / "config.json").write_text(json.dumps(cfg))
 
 
-def start(micropython: str, data: Path, nmea_file: Path, seconds: int = 60) -> subprocess.Popen[str]:
-    return subprocess.Popen([micropython, "-X", "heapsize=2m", str(ROOT / "firmware" / "main_sim.py"),
-                             str(data), str(nmea_file), str(seconds)],
+def start(micropython: str, data: Path, nmea_file: Path,
+          seconds: int = 60) -> subprocess.Popen[str]:
+    return subprocess.Popen([micropython, "-X", "heapsize=2m",
+                             str(ROOT / "firmware" / "main_sim.py"), str(data), str(nmea_file),
+                             str(seconds)],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -116,7 +118,7 @@ def test_kill_9_offline_and_online_loses_and_duplicates_nothing(
     gw = gateway(tmp_path, mosquitto_broker)
     expected: dict[int, int] = {}
     try:
-        for round_ in range(6):
+        for _ in range(6):
             down = data / "network.down"
             if rng.random() < 0.5:
                 down.write_text("")  # out of coverage for this run

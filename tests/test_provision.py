@@ -19,7 +19,7 @@ from test_flash import UnixDevice
 from fieldtrack.gateway.store.sqlite import Store
 from fieldtrack.tools import cli
 from fieldtrack.tools.boards import load_board
-from fieldtrack.tools.flash import provision
+from fieldtrack.tools.flash import provision, sizing
 from fieldtrack.tools.flash.provision_command import provision as provision_command
 
 DEVKIT = "esp32-devkit-neo-m8n-sim7600"
@@ -218,6 +218,41 @@ def test_provision_writes_config_json_to_the_device(
     assert "wrote config.json on %s" % device.port in err
     assert config["mqtt"]["password"] not in err
     assert firmware_accepts(written) == []
+    assert json.loads((device.directory / "data" / "state.json").read_text())["boot"] == 0
+
+
+def test_provisioning_again_keeps_the_boot_counter_on_the_device(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], device: UnixDevice) -> None:
+    (device.directory / "data").mkdir()
+    (device.directory / "data" / "state.json").write_text('{"boot": 41, "cid": 9}')
+    code, _, err = fieldtrack(
+        capsys, "provision", "van-12", "--board", DEVKIT, "--port", device.port, "--no-reset",
+        "--store", str(tmp_path / "ft.db"), "--broker", "10.0.0.5", "--apn", "internet")
+    assert code == 0, err
+    state = json.loads((device.directory / "data" / "state.json").read_text())
+    assert state == {"boot": 41, "cid": 9}  # a counter that went back would repeat keys
+
+
+@pytest.mark.parametrize("board", ["lilygo-t-beam", DEVKIT, "lilygo-t-sim7000g"])
+def test_the_journal_is_sized_from_the_board_flash_to_hold_a_working_week(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], board: str) -> None:
+    args = to_file(tmp_path, board=board)
+    if board != "lilygo-t-beam":
+        args = [a for a in args if a not in ("--wifi", "depot", "--wifi-password",
+                                             "s3cret-wifi")] + ["--apn", "internet"]
+    code, _, err = fieldtrack(capsys, *args)
+    assert code == 0, err
+    buffer = json.loads((tmp_path / "van.json").read_text())["buffer"]
+    assert buffer["capacity_records"] >= sizing.WEEK_RECORDS  # 7 x 10 h at the default policy
+    assert buffer["capacity_records"] * sizing.RECORD_FLASH_BYTES \
+        <= load_board(board).filesystem_kb * 1024 * 3 // 4
+    assert buffer["receipt_timeout_s"] == 30
+
+
+def test_a_smaller_filesystem_gets_a_smaller_journal() -> None:
+    assert sizing.capacity_records(1024) < sizing.capacity_records(2048) \
+        < sizing.capacity_records(6144)
+    assert sizing.capacity_records(0) == 2 * sizing.SEGMENT_RECORDS
 
 
 def test_device_steps_are_copy_verify_restart(tmp_path: Path) -> None:

@@ -109,6 +109,8 @@ class Board:
     led: int
     led_active_low: bool
     caveats: tuple[str, ...] = ()
+    flash_mb: int = 4
+    filesystem_kb: int = 2048  # MicroPython's vfs partition: what the tracker's files get
 
     def pins(self) -> dict[str, Any]:
         """The ``pins`` section of config.json, as ``board_esp32.Esp32Board`` reads it."""
@@ -157,6 +159,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
     "power": {"supply_adc": int, "supply_divider_x1000": int, "battery_adc": int,
               "battery_divider_x1000": int},
     "led": {"pin": int, "active_low": bool},
+    "flash": {"size_mb": int, "filesystem_kb": int},
     "reserved": {},  # any name -> a pin the board uses for something else
 }
 
@@ -315,6 +318,13 @@ class _Checker:
             if isinstance(ratio, int) and not 1000 <= ratio <= 100000:
                 self.problem(field, "%d: the divider ratio times 1000, e.g. 11000 for "
                              "100k over 10k" % ratio)
+        size, fs = self.get("flash.size_mb"), self.get("flash.filesystem_kb")
+        if isinstance(size, int) and size not in (2, 4, 8, 16, 32):
+            self.problem("flash.size_mb", "%d: expected the module's flash, 2, 4, 8, 16 or 32"
+                         % size)
+        elif isinstance(fs, int) and not 256 <= fs <= (size or 4) * 1024 - 1024:
+            self.problem("flash.filesystem_kb", "%d: the MicroPython image's vfs partition in "
+                         "KiB, at least 256 and 1 MiB less than the flash (2048 on 4 MB)" % fs)
         level = self.get("modem.pwrkey_press_level")
         if level is not None and level not in (0, 1):
             self.problem("modem.pwrkey_press_level", "%r: expected 0 or 1" % level)
@@ -398,6 +408,7 @@ def load_board(name_or_path: str | Path) -> Board:
 
 def _build(path: Path, doc: dict[str, Any], chip: Chip) -> Board:
     gnss, inputs, power = doc.get("gnss", {}), doc["inputs"], doc["power"]
+    flash = doc.get("flash", {})
     m = doc.get("modem")
     modem = None if m is None else Modem(
         m.get("model", ""), m["uart"], m["baud"], m["tx"], m["rx"], m.get("pwrkey"),
@@ -415,4 +426,6 @@ def _build(path: Path, doc: dict[str, Any], chip: Chip) -> Board:
         battery_divider_x1000=power.get("battery_divider_x1000", 2000),
         led=doc["led"]["pin"], led_active_low=doc["led"].get("active_low", False),
         caveats=tuple(str(c) for c in doc.get("caveats", [])),
+        flash_mb=flash.get("size_mb", 4),
+        filesystem_kb=flash.get("filesystem_kb", flash.get("size_mb", 4) * 1024 - 2048),
     )

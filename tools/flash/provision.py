@@ -35,6 +35,7 @@ from fieldtrack.tools.flash.device_scripts import (
     sha256_file,
 )
 from fieldtrack.tools.flash.plan import connect
+from fieldtrack.tools.flash.sizing import buffer_section
 from fieldtrack.tools.flash.steps import Operation, Step
 
 MQTT_PORT, MQTT_TLS_PORT = 1883, 8883
@@ -47,6 +48,11 @@ WATCHDOG_MS = 30000
 RESERVED_IDS = ("fieldtrack-gateway", "platform")
 CONFIG_NAME = "config.json"
 SAFE_MODE_FILE = "crashes.json"  # firmware/main.py's crash counter: a new config starts afresh
+# The tracker's boot counter (firmware/app.py). A new device gets boot 0; a device that
+# has one keeps it, and one without (erased, or given a new key with --replace) starts
+# an era of its own, so that its keys never repeat ones the gateway stored before.
+STATE_FILE = "data/state.json"
+INITIAL_STATE = '{"boot": 0, "cid": 0}'
 
 
 class ProvisionError(ValueError):
@@ -165,6 +171,7 @@ def build_config(board: Board, identity: Identity, broker: Broker,
         "net": net,
         "pins": board.pins(),
         "board": board.name,
+        "buffer": buffer_section(board),
         "status_period_s": STATUS_PERIOD_S,
         "power_lost_mv": POWER_LOST_MV,
         "watchdog_ms": WATCHDOG_MS,
@@ -201,13 +208,27 @@ def probe_step(port: str, reset: bool) -> Step:
         lambda output: check_probe(output, port, 4096))
 
 
-def device_steps(port: str, config_file: Path, reset: bool) -> list[Step]:
-    """Copy config.json, leave safe mode, check its SHA-256 on the device, restart."""
+def initial_state_script() -> str:
+    """Write the boot counter's first state unless the device has one (never replace it:
+    a counter that went back would repeat keys)."""
+    folder = STATE_FILE.rpartition("/")[0]
+    return ("import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass\ntry:\n os.stat(%r)\n"
+            "except OSError:\n f = open(%r, 'w')\n f.write(%r)\n f.close()\n"
+            % (folder, STATE_FILE, STATE_FILE, INITIAL_STATE))
+
+
+def device_steps(port: str, config_file: Path, reset: bool,
+                 new_device: bool = False) -> list[Step]:
+    """Copy config.json, leave safe mode (a new device: write its first state), check the
+    SHA-256 on the device, restart."""
     digest = sha256_file(config_file)
+    script = "import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % SAFE_MODE_FILE
+    if new_device:
+        script += initial_state_script()
     steps = [
         Step("write %s" % CONFIG_NAME, [Operation("mpremote", (
             *connect(port, True), "fs", "cp", str(config_file), ":" + CONFIG_NAME, "+", "exec",
-            "import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % SAFE_MODE_FILE))]),
+            script))]),
         Step("verify SHA-256", [Operation(
             "mpremote", (*connect(port, True), "exec", hash_script([CONFIG_NAME])))],
             lambda output: check_hashes({CONFIG_NAME: digest}, output, port)),

@@ -122,7 +122,8 @@ def provision(ctx: click.Context, device_id: str, board_name: str, port: str | N
             with tempfile.TemporaryDirectory(prefix="fieldtrack-provision-") as directory:
                 config_file = Path(directory) / prov.CONFIG_NAME
                 prov.write_file(config_file, data)
-                for step in prov.device_steps(port, config_file, not no_reset):
+                for step in prov.device_steps(port, config_file, not no_reset,
+                                              new_device=not replace):
                     _run(step)
             where = "%s on %s" % (prov.CONFIG_NAME, port)
     except (OSError, FlashError) as exc:
