@@ -5,7 +5,9 @@ with ``-X heapsize=96k`` first and then larger heaps until it completes (then 4 
 less at a time, for the smallest heap), in two scenarios: an hour of 1 Hz NMEA with
 the broker unreachable, so the flash buffer fills up and starts dropping; and a new
 boot on that full buffer with the broker (a real Mosquitto) reachable, which drains it
-in signed batch frames while the drive goes on. Then measures the time per NMEA
+in signed batch frames while the drive goes on; a subscriber beside it answers every
+frame with a signed receipt at once (the gateway's part, without its store), so that
+the tracker deletes what it sent. Then measures the time per NMEA
 sentence and the size of the .mpy bundle.
 
     .venv/bin/python benchmarks/firmware_memory.py
@@ -95,6 +97,34 @@ def _scenario(name: str, attempt: Callable[[int], tuple[bool, dict[str, int], st
     return {"runs": runs, "run": run, "smallest": smallest}
 
 
+class ReceiptEcho:
+    """Answers each uplink frame of ``device`` with a signed receipt for its keys."""
+
+    def __init__(self, port: int, device: str, key: bytes) -> None:
+        import cbor2
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from fieldtrack.protocol import cose, fast, topics
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            _, inner = cose.unwrap(msg.payload, 16384)
+            frame = fast.decode(inner)
+            n = len(frame["fixes"]) if frame["type"] == "batch" else 1
+            receipt = cbor2.dumps([6, frame["boot"], frame["seq"], n])
+            client.publish(topics.downlink(device), cose.sign(receipt, key, device), qos=0)
+
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="receipt-echo")
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topics.uplink(device), 1)
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 def main() -> None:
     from conftest import Broker
     from test_firmware_e2e import write_drive
@@ -112,7 +142,7 @@ def main() -> None:
             "device_id": "van-mem", "key": "00" * 32,
             "mqtt": {"host": "127.0.0.1", "port": 9, "keepalive_s": 30},
             "reporting": {"moving": every, "stopped": every, "moving_kmh": 5},
-            "buffer": {"block_records": 32, "max_segments": 16}, "sim_pace_ms": 0,
+            "buffer": {"capacity_records": 512, "segment_records": 32}, "sim_pace_ms": 0,
             "sim_stop_at_eof": True}
 
         def offline(heap: int) -> tuple[bool, dict[str, int], str]:
@@ -126,6 +156,7 @@ def main() -> None:
         # frames, signed, through a real Mosquitto, while the drive goes on.
         broker = Broker(work / "mosquitto", persistence=False)
         broker.start()
+        echo = ReceiptEcho(broker.port, "van-mem", bytes(32))
         try:
             online_cfg = dict(cfg, sim_stop_at_eof=False,
                               mqtt={"host": "127.0.0.1", "port": broker.port, "keepalive_s": 30})
@@ -140,6 +171,7 @@ def main() -> None:
 
             up = _scenario("broker reachable", drain)
         finally:
+            echo.close()
             broker.kill()
         run = down["run"]
         runs = down["runs"]
@@ -163,9 +195,10 @@ def main() -> None:
     print("| broker unreachable, heaps tried (`-X heapsize=`) | %s |" % ", ".join(
         "%d KiB %s" % (k, "ok" if ok else "MemoryError") for k, ok in runs.items()))
     print("| broker unreachable, smallest heap that completes | %d KiB |" % down["smallest"])
-    print("| setting | .mpy bundle, buffer 16 x 32 records (full), signed frames |")
-    print("| records recorded / dropped when the buffer was full | %d / %d |"
-          % (run["seq"], run["dropped"]))
+    print("| setting | .mpy bundle, journal of 512 records in files of 32 (full), signed "
+          "frames, receipts |")
+    print("| records recorded / thinned / dropped when the journal was full | %d / %d / %d |"
+          % (run["seq"], run.get("thinned", 0), run["dropped"]))
     print("| broker reachable (drain the full buffer in batches), heaps tried | %s |" % ", ".join(
         "%d KiB %s" % (k, "ok" if ok else "MemoryError") for k, ok in up["runs"].items()))
     print("| broker reachable, smallest heap that drains it all | %d KiB |" % up["smallest"])
