@@ -56,7 +56,7 @@ def main():
 
 try:
     main()
-except Exception as e:  # noqa: BLE001 -- log, then let the watchdog/reset recover
+except Exception as e:  # noqa: BLE001 -- log, then reset: every record is on flash already
     sys.print_exception(e)
     time.sleep(5)
     import machine

@@ -17,18 +17,15 @@
 # rename) when that happens, so a restart resends at most one segment's worth of
 # records the gateway already has, which it answers as duplicates.
 #
-# Room: at ``capacity`` records the oldest segments are thinned, one per turn, oldest
-# first, so that a long outage keeps an evenly thinned track instead of losing a
-# contiguous stretch: events, status and acks stay (ignition on/off among them), as do
-# fixes where the ignition flag changed; of the other fixes every second one stays. When a pass reaches the newest segment it starts again at the oldest
-# (every 4th, then 8th, ... fix). Only when thinning frees nothing is the oldest
-# segment dropped (``dropped``).
+# Room: at ``capacity`` records the oldest segments are thinned (``thinning.py``, loaded
+# only then) or, as a last resort, dropped (``dropped``).
 #
 # Memory: no record and no segment table is held in RAM; reading goes one record at a
 # time through one reused buffer.
 
 import binascii
 import os
+import sys
 
 from protocol.cbor import dumps, loads
 
@@ -36,8 +33,6 @@ SUFFIX = ".jnl"
 TMP = ".tmp"
 STATE = "ring.state"
 HEADER = 6
-FIX = 0  # the first item of a stored fix row (app.FIX)
-IGN = 4  # the ignition bit of a fix's flags (protocol.schema.FLAG_BITS)
 MAX_RANGES = 16
 
 
@@ -209,14 +204,32 @@ class RingBuffer:
         if self.last_n >= self.seg_records:
             self.last += 1
             self.last_n = self.last_size = 0
-        while self.count >= self.capacity:
-            self._make_room()
-        data = _frame(dumps([boot, seq, record]))
+        if self.count >= self.capacity:
+            import thinning  # loaded only while the journal is full, dropped after
+
+            try:
+                while self.count >= self.capacity:
+                    thinning.make_room(self)
+            finally:
+                sys.modules.pop("thinning", None)
+        data = self.encode(boot, seq, record)
         with open(self._path(self.last), "ab") as f:
             f.write(data)
         self.last_n += 1
         self.last_size += len(data)
         self.count += 1
+
+    def encode(self, boot, seq, record):
+        """A record as it is on flash: header and CBOR."""
+        return _frame(dumps([boot, seq, record]))
+
+    def rewrite(self, n, data):
+        """Replace segment ``n`` (thinned) by ``data``, by rename."""
+        _write_atomic(self._path(n), data)
+        if self.cursor[0] == n:
+            self.cursor = (n, 0)  # offsets moved; ``sent`` skips what went out already
+        if self.done_pos[0] == n:
+            self.done_pos = (n, 0)
 
     def flush(self):
         """Nothing waits in RAM; kept for the callers that ask before a reset or sleep."""
@@ -381,61 +394,3 @@ class RingBuffer:
         for _ in self._records(n):
             c += 1
         return c
-
-    # --- room -------------------------------------------------------------------------------
-
-    def _make_room(self):
-        """Thin the next sealed segment (or drop the oldest when thinning frees nothing)."""
-        if self.first >= self.last:  # nothing sealed yet: seal what is being written
-            self.last += 1
-            self.last_n = self.last_size = 0
-        tried = 0
-        while tried < self.last - self.first:
-            if self.thin_seg < self.first or self.thin_seg >= self.last:
-                self.thin_seg = self.first  # a new pass, from the oldest
-            n = self.thin_seg
-            self.thin_seg += 1
-            freed = self._thin(n)
-            tried += 1
-            if freed:
-                self.thinned += freed
-                self.count -= freed
-                self._save_state()
-                return
-        n = self.first
-        lost = self._count_of(n)
-        self.dropped += lost
-        self.count -= lost
-        self._remove(n)
-        self.first += 1
-        if self.done_pos[0] < self.first:
-            self.done_pos = (self.first, 0)
-        if self.cursor[0] < self.first:
-            self.cursor = (self.first, 0)
-        self._save_state()
-
-    def _thin(self, n):
-        """Rewrite segment ``n`` without every second plain fix; returns how many went."""
-        out = bytearray()
-        fixes = 0
-        removed = 0
-        prev_ign = None
-        for b, s, r, _ in self._records(n):
-            keep = True
-            if r[1] == FIX:  # r is the CBOR of [FIX, fields..., flags]
-                ign = loads(r, 4096, 4, False, ())[-1] & IGN
-                keep = fixes % 2 == 0 or (prev_ign is not None and ign != prev_ign)
-                prev_ign = ign
-                fixes += 1
-            if keep:
-                out.extend(_frame(dumps([b, s, r])))
-            else:
-                removed += 1
-        if removed <= 0:
-            return 0
-        _write_atomic(self._path(n), out)
-        if self.cursor[0] == n:
-            self.cursor = (n, 0)  # offsets moved; ``sent`` skips what went out already
-        if self.done_pos[0] == n:
-            self.done_pos = (n, 0)
-        return removed

@@ -60,6 +60,12 @@ def test_commands_are_verified_applied_and_acknowledged(micropython: str, tmp_pa
             command(8, "reboot", key=bytes(32)),  # forged: ignored
             command(9, "reboot", key=None),  # unsigned: ignored
             command(10, "locate"),
+            # other downlink frames: ignored, never answered
+            cose.sign(fast.encode({"type": "status", "boot": 1, "seq": 9, "t": FRESH}),
+                      KEY, "van-sim"),
+            cose.sign(bytes([0x84, 0x07, 1, 2, 3]), KEY, "van-sim"),  # an unknown type
+            cose.sign(bytes([0x84, 0x06, 1, 0, 0]), KEY, "van-sim"),  # a receipt of 0
+            b"\xff\x00 not cbor",
         ]
         for payload in sends:
             pub.publish(down, payload, qos=1).wait_for_publish(5)

@@ -24,8 +24,11 @@ while True:
 READER = """
 import json, ringbuf
 rb = ringbuf.RingBuffer(%r, capacity=100000, segment_records=16)
-print(json.dumps({"seqs": [s for _, s, _ in rb.peek(1000000)], "corrupt": rb.corrupt,
-                  "ok": all(r == bytes([s %% 256]) * 40 for _, s, r in rb.peek(1000000))}))
+seqs, ok = [], True
+for _, s, r, _ in rb.unsent():  # nothing sent yet: every record, one at a time
+    seqs.append(s)
+    ok = ok and r == bytes([s %% 256]) * 40
+print(json.dumps({"seqs": seqs, "corrupt": rb.corrupt, "ok": ok}))
 """
 
 

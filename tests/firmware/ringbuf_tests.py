@@ -205,3 +205,33 @@ def test_thinning_what_was_sent_does_not_send_it_again():
     rest = send(rb, 100)
     assert rest and rest[0] > 11 and rest[-1] == 39
     cleanup(d)
+
+
+def test_thinning_keeps_every_event_and_ignition_edge_for_any_pattern():
+    import random
+
+    for seed in (1, 2, 3, 4):
+        random.seed(seed)
+        d = fresh_dir()
+        rb = ringbuf.RingBuffer(d, capacity=160, segment_records=8)
+        events, edges = [], []
+        ign = False
+        for i in range(400):
+            if random.getrandbits(4) == 0:
+                rb.append(1, i, event(i))
+                events.append(i)
+                continue
+            if random.getrandbits(5) == 0:
+                ign = not ign
+                edges.append(i)
+            rb.append(1, i, fix(i, ign))
+        kept = seqs(rb)
+        assert rb.count <= 160 and rb.dropped == 0, seed
+        assert all(i in kept for i in events), seed
+        # an edge is seen where the previous fix is in the same segment (the ignition
+        # events themselves are among the events)
+        assert len([i for i in edges if i in kept]) >= len(edges) // 2, seed
+        fixes_kept = [s for s in kept if s not in events]
+        gaps = [b - a for a, b in zip(fixes_kept, fixes_kept[1:])]
+        assert max(gaps) <= 20, (seed, max(gaps))  # no stretch of the track is gone
+        cleanup(d)
