@@ -107,7 +107,7 @@ class Tracker:
                                ssl=m.get("tls", False))
         self.mqtt.on_message = self.on_message
         self.mqtt.keep = False  # after a reconnect the ring resends, from flash
-        self.window = []  # (first key, last key) of the frames sent and not yet receipted
+        self.window = []  # journal places after each frame sent and not yet passed by receipts
         self.progress_at = 0  # uptime of the last receipt that confirmed something new
         self.clock_known = False  # set by the first GNSS fix of this boot
         self.last_fix = None
@@ -253,14 +253,13 @@ class Tracker:
         self.ring.mark_sent(last_pos)  # PUBACK or not: sent, awaiting a receipt
         if not self.window:
             self.progress_at = self.board.uptime_s()
-        self.window.append((ringbuf.key_of(boot, seq), last_pos[2]))
+        self.window.append(last_pos)
 
     def on_receipt(self, frame):
         if self.ring.confirm(frame["boot"], frame["seq"], frame["n"]):
             self.progress_at = self.board.uptime_s()
-            ring = self.ring
-            self.window = [w for w in self.window
-                           if not (ring.is_confirmed(w[0]) and ring.is_confirmed(w[1]))]
+            done = self.ring.done
+            self.window = [w for w in self.window if w > done]
 
     def check_receipts(self, now):
         """No receipt progress for receipt_timeout_s while records are unconfirmed: the

@@ -8,14 +8,14 @@
 # loses at most the record being written, which the scan at boot cuts off (the segment
 # is truncated at its first record whose length or CRC does not check).
 #
-# A record's key is boot * 2^32 + seq: keys grow in the order of writing. Three places
-# in the journal: ``done`` (every record up to it is covered by a receipt), what was
-# sent (``sent``, the key of the last record published since the last rewind) and the
-# end. Receipts that arrive out of order are kept as a few key ranges above ``done``;
-# the watermark then advances over the records in order while each is covered. A
-# segment wholly at or below it is deleted; ``done`` is saved (ring.state, written by
-# rename) when that happens, so a restart resends at most one segment's worth of
-# records the gateway already has, which it answers as duplicates.
+# Places in the journal are (segment, offset): they grow in the order of writing, which
+# keys (boot, seq) need not do (a new era after a lost state may start at a lower boot).
+# ``done`` is the watermark: every record before it is covered by a receipt. ``cursor``
+# is where the next record to send is read; a rewind moves it back to ``done``. Receipts
+# are kept as a few key ranges (``got``); the watermark advances over the records in
+# order while each is covered, and segments wholly before it are deleted. ``done`` is
+# saved (ring.state, by rename) when that happens, so a restart resends at most one
+# segment's worth of records the gateway already has; it answers them as duplicates.
 #
 # Room: at ``capacity`` records the oldest segments are thinned (``thinning.py``, loaded
 # only then) or, as a last resort, dropped (``dropped``).
@@ -67,14 +67,12 @@ class RingBuffer:
         self.last_n = 0  # records in it
         self.last_size = 0  # its bytes
         self.count = 0  # records on flash, all segments
-        self.done = -1  # watermark: every record up to this key is confirmed
-        self.done_pos = (1, 0)  # where the scan for the watermark resumes
-        self.got = []  # [lo, hi] key ranges confirmed above the watermark, sorted
-        self.sent = -1  # the key of the last record sent since the last rewind
-        self.cursor = (1, 0)  # where the next record to send is read from
+        self.done = (1, 0)  # watermark: every record before it is confirmed
+        self.got = []  # [lo, hi] key ranges from receipts, newest last
+        self.cursor = (1, 0)  # where the next record to send is read
         self.dropped = 0
         self.thinned = 0
-        self.corrupt = 0  # records cut off at boot (torn writes)
+        self.corrupt = 0  # segments cut short at boot (torn writes)
         self.thin_seg = 0  # the next segment to thin
         try:
             os.mkdir(directory)
@@ -88,10 +86,12 @@ class RingBuffer:
         return "%s/%08d%s" % (self.dir, n, SUFFIX)
 
     def _load(self):
+        done = (0, 0)
         try:
             with open(self.dir + "/" + STATE, "rb") as f:
                 st = loads(f.read())
-            self.done, self.dropped, self.thinned, self.corrupt, self.thin_seg = st[:5]
+            done = (st[0], st[1])
+            self.dropped, self.thinned, self.corrupt, self.thin_seg = st[2:6]
         except (OSError, ValueError, IndexError, TypeError):
             pass
         numbers = []
@@ -106,40 +106,37 @@ class RingBuffer:
         numbers.sort()
         kept = []
         for n in numbers:
-            records, size, last_key, whole = self._check(n)
-            if not whole:
-                self._truncate(n, size)
-            if records and last_key <= self.done and n != numbers[-1]:
+            if n < done[0]:
                 os.remove(self._path(n))  # confirmed: the delete was cut short
                 continue
+            records, size, whole = self._check(n)
+            if not whole:
+                self._truncate(n, size)
             kept.append(n)
             self.count += records
-            if n == numbers[-1]:
-                self.last, self.last_n, self.last_size = n, records, size
+            self.last, self.last_n, self.last_size = n, records, size
+        if not kept:  # never reuse a number the saved watermark may point past
+            self.last = max(1, done[0])
         self.first = kept[0] if kept else self.last
-        self.done_pos = self.cursor = (self.first, 0)
-        self.sent = self.done
+        if done[0] < self.first:
+            done = (self.first, 0)
+        self.done = self.cursor = done
 
     def _check(self, n):
-        """(records, bytes of whole records, last key, True when the file is whole)."""
-        records, pos, last_key = 0, 0, -1
+        """(records, bytes of whole records, True when the file is whole)."""
+        records, pos = 0, 0
         try:
             with open(self._path(n), "rb") as f:
                 while True:
-                    item = self._read(f)
-                    if item is None:
-                        return records, pos, last_key, True
-                    body_len = item
-                    try:
-                        b, s, _ = loads(memoryview(self.buf)[:body_len], 1 << 16, 4, False, ())
-                    except (ValueError, TypeError):
-                        break
-                    last_key = key_of(b, s)
+                    body_len = self._read(f)
+                    if body_len is None:
+                        return records, pos, True
+                    loads(memoryview(self.buf)[:body_len], 1 << 16, 4, False, ())
                     records += 1
                     pos += HEADER + body_len
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             pass
-        return records, pos, last_key, False
+        return records, pos, False
 
     def _read(self, f):
         """The next record of an open segment into ``self.buf``: its body length, None
@@ -187,15 +184,36 @@ class RingBuffer:
         finally:
             f.close()
 
+    def _from(self, place):
+        """(boot, seq, record, place after it) from ``place`` to the end."""
+        n, off = place
+        while n <= self.last:
+            records = self._records(n, off)
+            try:
+                for b, s, r, end in records:
+                    yield b, s, r, (n, end)
+            finally:
+                records.close()  # no refcounting on MicroPython: close the file now
+            n, off = n + 1, 0
+
     def _save_state(self):
-        _write_atomic(self.dir + "/" + STATE, dumps([self.done, self.dropped, self.thinned,
-                                                     self.corrupt, self.thin_seg]))
+        _write_atomic(self.dir + "/" + STATE, dumps([
+            self.done[0], self.done[1], self.dropped, self.thinned, self.corrupt,
+            self.thin_seg]))
 
     def _remove(self, n):
         try:
             os.remove(self._path(n))
         except OSError:
             pass
+
+    def _count_of(self, n):
+        if n == self.last:
+            return self.last_n
+        c = 0
+        for _ in self._records(n):
+            c += 1
+        return c
 
     # --- writing ----------------------------------------------------------------------
 
@@ -223,13 +241,18 @@ class RingBuffer:
         """A record as it is on flash: header and CBOR."""
         return _frame(dumps([boot, seq, record]))
 
-    def rewrite(self, n, data):
-        """Replace segment ``n`` (thinned) by ``data``, by rename."""
+    def rewrite(self, n, data, moved):
+        """Replace segment ``n`` (thinned) by ``data``, by rename; ``moved`` maps the old
+        offsets after records to the new ones, for the places that point into it."""
         _write_atomic(self._path(n), data)
+        if n == self.last:
+            self.last_size = len(data)
         if self.cursor[0] == n:
-            self.cursor = (n, 0)  # offsets moved; ``sent`` skips what went out already
-        if self.done_pos[0] == n:
-            self.done_pos = (n, 0)
+            self.cursor = (n, moved.get(self.cursor[1], 0))
+        if self.done[0] == n:
+            self.done = (n, moved.get(self.done[1], 0))
+        if self.cursor < self.done:
+            self.cursor = self.done
 
     def flush(self):
         """Nothing waits in RAM; kept for the callers that ask before a reset or sleep."""
@@ -239,42 +262,55 @@ class RingBuffer:
     # --- sending ------------------------------------------------------------------------
 
     def is_confirmed(self, k):
-        if k <= self.done:
-            return True
+        """True when a receipt still held covers key ``k`` (records before the watermark
+        are confirmed by their place, whatever this says)."""
         for lo, hi in self.got:
             if lo <= k <= hi:
                 return True
         return False
 
-    def _from(self, n, off):
-        """(boot, seq, record, (segment, offset after it, key)) from a place, onwards."""
-        while n <= self.last:
-            records = self._records(n, off)
-            try:
-                for b, s, r, end in records:
-                    yield b, s, r, (n, end, key_of(b, s))
-            finally:
-                records.close()  # no refcounting on MicroPython: close the file now
-            n, off = n + 1, 0
-
     def unsent(self):
-        """Records not sent since the last rewind and not confirmed, oldest first, as
-        (boot, seq, record, position); ``mark_sent(position)`` after publishing. Close
-        the generator when stopping early."""
-        items = self._from(self.cursor[0], self.cursor[1])
+        """Records from the cursor that no receipt covers, oldest first, as
+        (boot, seq, record, place after it); ``mark_sent(place)`` after publishing.
+        Close the generator when stopping early."""
+        items = self._from(self.cursor)
         try:
             for item in items:
-                k = item[3][2]
-                if k > self.sent and not self.is_confirmed(k):
+                if not self.is_confirmed(key_of(item[0], item[1])):
                     yield item
         finally:
             items.close()
 
+    def mark_sent(self, place):
+        self.cursor = place
+
+    def skip_sent(self):
+        """Nothing from the cursor on needs sending (all sent or confirmed): move it to
+        the end, so that ``pending`` reads no flash until a record is appended."""
+        self.cursor = (self.last, self.last_size)
+
+    def pending(self):
+        """True when records may wait to be sent (reads no flash)."""
+        return self.cursor < (self.last, self.last_size)
+
+    def unconfirmed(self):
+        """True when records were sent and no receipt covers them yet."""
+        return self.cursor > self.done
+
+    def rewind(self):
+        """Send again from the oldest unconfirmed record (a reconnect, a receipt overdue)."""
+        self.cursor = self.done
+
+    def depth(self):
+        """Records on flash (those confirmed in a partly confirmed oldest segment count
+        until it goes)."""
+        return self.count
+
     def left(self):
         """How many records no receipt covers (reads the journal from the watermark)."""
         c = 0
-        for item in self._from(self.done_pos[0], self.done_pos[1]):
-            if not self.is_confirmed(item[3][2]):
+        for b, s, _, _ in self._from(self.done):
+            if not self.is_confirmed(key_of(b, s)):
                 c += 1
         return c
 
@@ -282,91 +318,55 @@ class RingBuffer:
         """Up to ``n`` unconfirmed records, oldest first: [(boot, seq, bytes)]."""
         out = []
         if n > 0:
-            records = self._from(self.done_pos[0], self.done_pos[1])
-            for b, s, r, pos in records:
-                if not self.is_confirmed(pos[2]):
+            records = self._from(self.done)
+            for b, s, r, _ in records:
+                if not self.is_confirmed(key_of(b, s)):
                     out.append((b, s, r))
                     if len(out) >= n:
                         break
             records.close()
         return out
 
-    def skip_sent(self):
-        """Nothing from the cursor on needs sending (all sent or confirmed): move it to
-        the end, so that ``pending`` reads no flash until a record is appended."""
-        self.cursor = (self.last, self.last_size)
-
-    def mark_sent(self, position):
-        n, off, k = position
-        self.cursor = (n, off)
-        self.sent = k
-
-    def pending(self):
-        """True when records may wait to be sent (reads no flash)."""
-        n, off = self.cursor
-        return n < self.last or (n == self.last and off < self.last_size)
-
-    def unconfirmed(self):
-        """True when records were sent and no receipt covers them yet."""
-        return self.sent > self.done
-
-    def rewind(self):
-        """Send again from the oldest unconfirmed record (a reconnect, a receipt overdue)."""
-        self.cursor = self.done_pos
-        self.sent = self.done
-
-    def depth(self):
-        """Records on flash that no receipt has covered (approximately: those confirmed
-        in a partly confirmed oldest segment count until it goes)."""
-        return self.count
-
     # --- receipts -------------------------------------------------------------------------
 
     def confirm(self, boot, seq, n):
-        """A receipt for (boot, seq) .. (boot, seq + n - 1). True when it covered a record
-        not confirmed before (progress)."""
+        """A receipt for (boot, seq) .. (boot, seq + n - 1). True when it covered keys
+        not covered before (progress)."""
         lo = key_of(boot, seq)
         hi = lo + n - 1
-        if hi <= self.done:
-            return False
-        if lo <= self.done:
-            lo = self.done + 1
         for r in self.got:
             if r[0] <= lo and hi <= r[1]:
                 return False
-        got = [r for r in self.got if r[1] < lo - 1 or r[0] > hi + 1]
+        keep = []
         for r in self.got:
-            if not (r[1] < lo - 1 or r[0] > hi + 1):
+            if r[1] < lo - 1 or r[0] > hi + 1:
+                keep.append(r)
+            else:  # overlapping or adjacent: merged into the new range
                 lo, hi = min(lo, r[0]), max(hi, r[1])
-        got.append([lo, hi])
-        got.sort()
-        self.got = got[:MAX_RANGES]  # past that, the highest are confirmed again later
+        keep.append([lo, hi])
+        self.got = keep[-MAX_RANGES:]  # the oldest go first: behind the watermark by then
         self._advance()
         return True
 
     def _advance(self):
         """Move the watermark over the records in order while each is covered; delete
         the segments it passes."""
-        n, off = self.done_pos
+        n, off = self.done
         deleted = False
         while n <= self.last:
             complete = True
             records = self._records(n, off)
             for b, s, _, end in records:
-                k = key_of(b, s)
-                if k > self.done and not self.is_confirmed(k):
+                if not self.is_confirmed(key_of(b, s)):
                     complete = False
                     break
-                if k > self.done:
-                    self.done = k
                 off = end
             records.close()  # no refcounting on MicroPython: close the file now
             if not complete:
                 break
             if n == self.last:
-                if off < self.last_size:
-                    break
-                if self.last_n:  # the segment being written is confirmed too: start anew
+                if off >= self.last_size and self.last_n:
+                    # the segment being written is confirmed too: start a new one
                     self._remove(n)
                     self.count -= self.last_n
                     self.last += 1
@@ -380,17 +380,10 @@ class RingBuffer:
             n, off = n + 1, 0
             self.first = n
             deleted = True
-        self.done_pos = (n, off)
-        if self.cursor < self.done_pos:
-            self.cursor = self.done_pos
-        self.got = [r for r in self.got if r[1] > self.done]
+        self.done = (n, off)
+        if self.cursor < self.done:
+            self.cursor = self.done
+        if self.done == (self.last, self.last_size):
+            self.got = []  # everything on flash is confirmed
         if deleted:  # the watermark on flash must pass what is gone
             self._save_state()
-
-    def _count_of(self, n):
-        if n == self.last:
-            return self.last_n
-        c = 0
-        for _ in self._records(n):
-            c += 1
-        return c

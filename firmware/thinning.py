@@ -36,8 +36,8 @@ def make_room(ring):
     ring.count -= lost
     ring._remove(n)
     ring.first += 1
-    if ring.done_pos[0] < ring.first:
-        ring.done_pos = (ring.first, 0)
+    if ring.done[0] < ring.first:
+        ring.done = (ring.first, 0)
     if ring.cursor[0] < ring.first:
         ring.cursor = (ring.first, 0)
     ring._save_state()
@@ -49,7 +49,10 @@ def thin(ring, n):
     fixes = 0
     removed = 0
     prev_ign = None
-    for b, s, r, _ in ring._records(n):
+    # the places that point into this segment, old offset -> new
+    marks = [place[1] for place in (ring.cursor, ring.done) if place[0] == n]
+    moved = {}
+    for b, s, r, end in ring._records(n):
         keep = True
         if r[1] == FIX:  # r is the CBOR of [FIX, fields..., flags]
             ign = loads(r, 4096, 4, False, ())[-1] & IGN
@@ -60,6 +63,8 @@ def thin(ring, n):
             out.extend(ring.encode(b, s, r))
         else:
             removed += 1
+        if end in marks:
+            moved[end] = len(out)
     if removed:
-        ring.rewrite(n, out)
+        ring.rewrite(n, out, moved)
     return removed

@@ -106,6 +106,20 @@ def drained(db: Path, expected: dict[int, int]) -> Callable[[], bool]:
     return lambda: all(len(stored(db).get(b, [])) >= n for b, n in expected.items())
 
 
+def wait_drained(db: Path, expected: dict[int, int]) -> None:
+    try:
+        wait_until(drained(db, expected), what="every record made")
+    except AssertionError:
+        have = stored(db)
+        con = sqlite3.connect(db)
+        rejects = con.execute("SELECT reason, detail FROM rejects LIMIT 5").fetchall()
+        con.close()
+        raise AssertionError("not stored: %s; stored: %s; rejects: %s" % (
+            {b: sorted(set(range(n)) - set(have.get(b, []))) for b, n in expected.items()
+             if len(have.get(b, [])) < n}, {b: len(v) for b, v in have.items()},
+            rejects)) from None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_9_offline_and_online_loses_and_duplicates_nothing(
@@ -135,7 +149,7 @@ def test_kill_9_offline_and_online_loses_and_duplicates_nothing(
         assert final["left"] == 0
         expected[final["boot"]] = final["seq"]
         db = tmp_path / "fieldtrack.db"
-        wait_until(drained(db, expected), what="every record made")
+        wait_drained(db, expected)
         assert sum(expected.values()) > 200
         assert_all_once(db, expected)
         assert count(db, "SELECT COUNT(*) FROM rejects") == 0
@@ -171,7 +185,7 @@ def test_a_broker_killed_with_unconfirmed_records_gets_them_again(
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["left"] == 0
         expected = {summary["boot"]: summary["seq"]}
-        wait_until(drained(db, expected), what="every record")
+        wait_drained(db, expected)
         assert_all_once(db, expected)
         assert expected[summary["boot"]] > 150
     finally:

@@ -78,10 +78,10 @@ def test_out_of_order_receipts_advance_the_watermark_in_order():
     send(rb, 12)
     rb.confirm(1, 4, 4)  # the frame of records 4..7 was stored first
     assert seqs(rb) == [0, 1, 2, 3, 8, 9, 10, 11]
-    assert rb.done == -1  # record 0 is not confirmed yet
+    assert rb.done == (1, 0)  # record 0 is not confirmed yet
     rb.confirm(1, 0, 4)
     assert seqs(rb) == [8, 9, 10, 11]
-    assert rb.done == ringbuf.key_of(1, 7)
+    assert rb.done == (3, 0)  # past segments 1 and 2, deleted
     cleanup(d)
 
 
@@ -126,6 +126,20 @@ def test_a_fully_confirmed_journal_leaves_no_records_on_flash():
     cleanup(d)
 
 
+def test_after_everything_was_confirmed_new_segments_survive_restarts():
+    d = fresh_dir()
+    rb = ringbuf.RingBuffer(d, capacity=1000, segment_records=4)
+    for i in range(6):
+        rb.append(1, i, rec(i))
+    send(rb, 6)
+    rb.confirm(1, 0, 6)  # all deleted; the saved watermark points past them
+    again = ringbuf.RingBuffer(d, capacity=1000, segment_records=4)
+    for i in range(6, 16):
+        again.append(1, i, rec(i))
+    assert seqs(ringbuf.RingBuffer(d, capacity=1000, segment_records=4)) == list(range(6, 16))
+    cleanup(d)
+
+
 def test_a_torn_record_is_cut_off_at_boot_and_appending_goes_on():
     d = fresh_dir()
     rb = ringbuf.RingBuffer(d, capacity=1000, segment_records=100)
@@ -166,6 +180,25 @@ def test_records_of_an_earlier_boot_come_first():
     send(rb, 3)
     rb.confirm(4, 70000, 2)
     assert [(b, s) for b, s, _ in rb.peek(10)] == [(5, 0)]
+    cleanup(d)
+
+
+def test_a_new_era_with_a_lower_boot_is_sent_and_confirmed_like_any_other():
+    d = fresh_dir()
+    rb = ringbuf.RingBuffer(d, capacity=1000, segment_records=4)
+    for i in range(6):
+        rb.append(900000000, i, rec(i))
+    send(rb, 4)
+    rb.confirm(900000000, 0, 4)
+    for i in range(3):  # the state was lost: a new era, by chance below the old boot
+        rb.append(30000000, i, rec(i))
+    again = ringbuf.RingBuffer(d, capacity=1000, segment_records=4)
+    assert [(b, s) for b, s, _ in again.peek(10)] == [
+        (900000000, 4), (900000000, 5), (30000000, 0), (30000000, 1), (30000000, 2)]
+    assert send(again, 10) == [4, 5, 0, 1, 2]
+    again.confirm(30000000, 0, 3)
+    again.confirm(900000000, 4, 2)
+    assert again.peek(10) == [] and not again.unconfirmed()
     cleanup(d)
 
 
