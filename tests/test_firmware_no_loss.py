@@ -53,7 +53,9 @@ def gateway(tmp_path: Path, broker: Broker) -> GatewayProcess:
 
 
 def configure(data: Path, port: int, **extra: object) -> None:
+    """A provisioned tracker (its first state: boot 0), tracing what it puts on flash."""
     tracker_config(data, port)
+    (data / "state.json").write_text('{"boot": 0, "cid": 0}')
     cfg = json.loads((data / "config.json").read_text())
     cfg.update({"sim_trace": True, "sim_pace_ms": 3, "sim_chunk": 256, **extra})
     (data / "config.json").write_text(json.dumps(cfg))
@@ -308,6 +310,10 @@ def test_a_replayed_reboot_is_refused_after_the_reset_and_after_a_lost_state(
         assert proc.poll() is None
         acks = _acks(db)
         assert (acks[4], acks[5], acks[6], acks[7]) == ("expired", "ok", "rejected", "rejected")
+        con = sqlite3.connect(db)
+        boots = [b for (b,) in con.execute("SELECT DISTINCT boot FROM events ORDER BY boot")]
+        con.close()
+        assert boots[:2] == [1, 2] and boots[-1] >= ERA_BASE  # the lost state: a new era
     finally:
         if proc.poll() is None:
             proc.kill()
