@@ -32,9 +32,9 @@ def position(device: str, seq: int, t: int, ms: int, lat: int, lon: int, *, alt:
 
 def event(device: str, seq: int, t: int, kind: str, lat: int | None, lon: int | None,
           data: str = "{}") -> tuple[Any, ...]:
-    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received
+    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received ms key judged
     return (device, 1, seq, t, kind, lat, lon, None if lat is None else 8, data,
-            (T0 + 60) * 1000 + seq)
+            (T0 + 60) * 1000 + seq, 0, None, None)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
-from fieldtrack.gateway.ingest import receipts
+from fieldtrack.gateway.ingest import corrections, receipts
 from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store import epochs as epochs_table
@@ -69,6 +69,7 @@ class Report:
     commit_s: float = 0.0
     settled: list[receipts.Run] = field(default_factory=list)  # records judged for good
     receipts: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
+    derive: dict[str, float] = field(default_factory=dict)  # late fixes, re-derivations
 
 
 class Worker:
@@ -97,7 +98,7 @@ class Worker:
         self.checked = {"registry": time.monotonic(), "tick": 0.0, "pruned": 0.0,
                         "summary": time.monotonic()}
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
-        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0}
+        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0, "late": 0}
 
     # --- derived events -----------------------------------------------------
 
@@ -116,6 +117,8 @@ class Worker:
                            reorder_window_s=ev.reorder_window_s,
                            reorder_hold_s=ev.reorder_hold_s,
                            heartbeat_timeout_s=ev.heartbeat_timeout_s,
+                           checkpoint_every_s=ev.checkpoint_every_s,
+                           rederive_delay_s=ev.rederive_delay_s,
                            working_hours=self.config.working_hours)
         return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time,
                            self.store.held_fixes())
@@ -226,7 +229,25 @@ class Worker:
             self.config.store.commit_interval_ms
 
     def pending(self) -> bool:
-        return self.received > self.report.upto or len(self.batch) > 0
+        return self.received > self.report.upto or len(self.batch) > 0 or bool(self.report.derive)
+
+    def correct(self) -> None:
+        """Re-derive the devices whose late fixes stopped coming; count it for /metrics."""
+        engine = self.engine
+        if engine is None:
+            return
+        counts = self.report.derive
+        if engine.late_fixes:
+            counts["late_fixes"] = counts.get("late_fixes", 0) + engine.late_fixes
+            self.window["late"] += engine.late_fixes
+            engine.late_fixes = 0
+        if not engine.redo:
+            return
+        done = corrections.run(engine, self.store, self.pipeline.registry, time.time())
+        for name in ("rederived", "fixes", "added", "changed", "retracted", "seconds"):
+            value = getattr(done, name)
+            if value:
+                counts[name] = counts.get(name, 0) + value
 
     def commit(self) -> Report:
         """Commit the batch; the report covers every message handled so far."""
@@ -236,6 +257,9 @@ class Worker:
         report, self.report = self.report, Report(self.received)
         report.upto = self.received
         report.commit_s = time.perf_counter() - started
+        # Late fixes of devices now quiet: re-derived in a commit of their own (counted
+        # in the next report); the acknowledgements wait for one at most.
+        self.correct()
         report.positions, report.events = positions, events
         report.duplicates = (len(batch.positions) - positions + len(batch.events) - events
                              - reused_records)
@@ -278,6 +302,8 @@ class Worker:
                 checked["pruned"] = now
                 self.store.prune_rejects(self.config.store.rejects_keep)
             self.pipeline.tick(self.batch)
+            if not len(self.batch) and self.received == self.report.upto:
+                self.correct()  # else after the commit that comes soon
             if len(self.batch) and not self.batch_started:
                 self.batch_started = now
             self.reload_fences(reload_requested)
@@ -285,7 +311,8 @@ class Worker:
             checked["summary"] = now
             if any(self.window.values()):
                 log.info("stored %(positions)d positions and %(events)d events, rejected "
-                         "%(rejects)d, ignored %(duplicates)d redelivered copies" % self.window)
+                         "%(rejects)d, ignored %(duplicates)d redelivered copies; %(late)d "
+                         "late fixes (for times already judged)" % self.window)
             self.window = dict.fromkeys(self.window, 0)
 
     def close(self) -> None:
