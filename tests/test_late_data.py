@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import json
 import random
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import wait_until
+from harness import GatewayProcess, Publisher, count, frame_bytes, free_port, position, wait_until
+from harness import write_config as write_gateway_config
 from test_feed_sink import Subscriber, make_sink
 from tracks import MONDAY, VAN, Rig, Track, at, circle, fences, rectangle
 
 from fieldtrack.gateway.derive.engine import DeriveConfig
 from fieldtrack.gateway.sinks.influx import event_lines
 from fieldtrack.gateway.sinks.outbox import Outbox
+from fieldtrack.gateway.store.sqlite import Device, Store
 from fieldtrack.tools.report.days import build
 from fieldtrack.tools.report.model import parse_day
 from fieldtrack.tools.report.reader import read_day
@@ -325,3 +329,50 @@ def test_two_fences_entered_at_one_fix_are_two_events_and_two_points(tmp_path: P
     assert len({(r["t"], r["ms"]) for r in rows}) == 1 and len({r["key"] for r in rows}) == 2
     assert len({line.rsplit(" ", 1)[1] for line in event_lines(rows)}) == 2
     rig.close()
+
+
+# --- the running gateway ------------------------------------------------------------------
+
+
+def test_the_gateway_counts_late_fixes_and_re_derivations_in_metrics(
+    tmp_path: Path, mosquitto_broker: Any,
+) -> None:
+    http_port = free_port()
+    config = write_gateway_config(tmp_path, mosquitto_broker.port,
+                                  http={"enabled": True, "port": http_port},
+                                  events={"reorder_hold_s": 0.2, "rederive_delay_s": 0.5})
+    store = Store(tmp_path / "fieldtrack.db")
+    store.put_device(Device("van-1", "vans", None, True))
+    store.close()
+    db = tmp_path / "fieldtrack.db"
+    gw = GatewayProcess(config, tmp_path / "gateway.log")
+    gw.start()
+    pub = Publisher(mosquitto_broker.port)
+    try:
+        gw.wait_subscribed()
+        t0 = int(time.time()) - 3 * 3600  # from a buffer, three hours ago
+        pub.publish_many("van-1", [frame_bytes(position(s, t0=t0), "van-1", None)
+                                   for s in range(30, 61)])
+        wait_until(lambda: count(db, "SELECT COALESCE(json_extract(state, '$.released_t'), 0) "
+                                 "FROM derive_state") == t0 + 60, what="the live fixes judged")
+        pub.publish_many("van-1", [frame_bytes(position(s, t0=t0), "van-1", None)
+                                   for s in range(29, 0, -1)])  # newest first
+
+        def metric(name: str) -> float:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http_port,
+                                        timeout=2) as r:
+                text = r.read().decode()
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.rsplit(" ", 1)[1])
+            return -1.0
+
+        wait_until(lambda: metric("fieldtrack_rederivations_total") >= 1, what="re-derived")
+        assert metric("fieldtrack_late_fixes_total") == 29
+        assert metric("fieldtrack_rederived_fixes_total") >= 59
+        log = (tmp_path / "gateway.log").read_text()
+        assert "late fixes for van-1 from " in log
+        assert count(db, "SELECT json_extract(state, '$.redo') IS NULL FROM derive_state") == 1
+    finally:
+        pub.close()
+        gw.stop_quietly()

@@ -241,7 +241,10 @@ class EventEngine:
             before = len(out)
             buf = self.held.get(device_id)
             if buf:
+                waiting = len(buf)
                 out.extend((device, e) for e in self._release(device, st, buf, now))
+                if len(buf) < waiting:  # judged: save the state even without an event
+                    self.dirty.add(device_id)
             timeout = self.config.heartbeat_timeout_s
             if timeout and st["online"] and now - st["seen"] > timeout:
                 st["online"] = False
