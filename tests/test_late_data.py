@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Callable
@@ -376,3 +377,28 @@ def test_the_gateway_counts_late_fixes_and_re_derivations_in_metrics(
     finally:
         pub.close()
         gw.stop_quietly()
+
+
+def test_a_version_1_store_gains_the_late_data_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, device TEXT NOT NULL, boot INTEGER NOT "
+        "NULL, seq INTEGER NOT NULL, t INTEGER NOT NULL, kind TEXT NOT NULL, lat INTEGER, lon "
+        "INTEGER, acc INTEGER, data TEXT NOT NULL DEFAULT '{}', received INTEGER NOT NULL, "
+        "UNIQUE (device, boot, seq));"
+        "INSERT INTO events (device, boot, seq, t, kind, received) "
+        "VALUES ('van-1', -1, 7, 100, 'stop', 0);"
+        "CREATE TABLE visits (id INTEGER PRIMARY KEY, device TEXT NOT NULL, site TEXT NOT NULL, "
+        "arrive INTEGER NOT NULL, leave INTEGER NOT NULL, duration_s INTEGER NOT NULL, "
+        "lat INTEGER NOT NULL, lon INTEGER NOT NULL, UNIQUE (device, site, arrive));")
+    con.close()
+    store = Store(path)
+    row = store.db.execute("SELECT kind, ms, key, judged, retracted, revision FROM events")
+    assert row.fetchall() == [("stop", 0, None, None, 0, 0)]
+    assert store.db.execute("SELECT retracted FROM visits").fetchall() == []
+    version = store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    assert version.fetchone() == ("2",)
+    store.close()
