@@ -161,7 +161,8 @@ class EventEngine:
     def _checkpoint(self, device_id: str, st: DeviceDerive, t: int) -> None:
         st["cp_t"] = t
         snapshot = {k: st[k] for k in CHECKPOINT_KEYS if k in st}  # type: ignore[literal-required]
-        self.checkpoints.append((device_id, t, orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS).decode()))
+        text = orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS).decode()
+        self.checkpoints.append((device_id, t, text))
 
     def due(self, now: float, force: bool = False) -> list[str]:
         """Devices whose late fixes stopped coming ``rederive_delay_s`` ago (all: ``force``)."""

@@ -264,8 +264,8 @@ class Pipeline:
         for e in derived:
             row = row_of(e)
             batch.events.append((
-                device.id, -1, key_seq(row.key), e.t, e.kind, e.lat, e.lon, None, row.data, received_ms,
-                e.ms, row.key, e.judged,
+                device.id, -1, key_seq(row.key), e.t, e.kind, e.lat, e.lon, None, row.data,
+                received_ms, e.ms, row.key, e.judged,
             ))
             if e.kind == "visit":
                 batch.visits.append((device.id, e.fence, e.data["arrive"], e.data["leave"],

@@ -57,7 +57,8 @@ def read_day(store: Store, day: Day, devices: Sequence[str] = ()) -> list[Device
             rows.events.append(Event(t, kind, lat, lon, _json(data)))
         rows.visits.extend(VisitRow(*r) for r in db.execute(
             "SELECT site, arrive, leave, duration_s, lat, lon FROM visits WHERE device=? "
-            "AND retracted=0 AND arrive >= ? AND arrive < ? ORDER BY arrive, id", (device, *window)))
+            "AND retracted=0 AND arrive >= ? AND arrive < ? ORDER BY arrive, id",
+            (device, *window)))
         rows.checks.extend(
             CheckRow(t, kind, site, bool(accepted), reason, distance, lat, lon)
             for t, kind, site, accepted, reason, distance, lat, lon in db.execute(
