@@ -133,7 +133,6 @@ class EventEngine:
             return []
         oldest = buf[-1][0] - self.config.reorder_window_s
         hold = self.config.reorder_hold_s
-        every = self.config.checkpoint_every_s
         events: list[Derived] = []
         n = 0
         for t, received, fix in buf:
@@ -142,11 +141,12 @@ class EventEngine:
             n += 1
             st["released_t"] = t
             events.extend(self._judge(device, st, fix))
-            cp = st.get("cp_t")
-            if cp is None or t - cp >= every:
-                self._checkpoint(device.id, st, t)
         if n:
             del buf[:n]
+            judged = cast(int, st["released_t"])
+            cp = st.get("cp_t")
+            if cp is None or judged - cp >= self.config.checkpoint_every_s:
+                self._checkpoint(device.id, st, judged)  # after the fixes released together
         return events
 
     def _late(self, device_id: str, st: DeviceDerive, t: int, received: float) -> None:
