@@ -11,10 +11,11 @@ real pipeline, event engine and SQLite store (a file in a temp dir, WAL,
 ``synchronous=FULL`` as the gateway uses it), one MQTT message per fix, committed like
 the pipeline process commits a message at a time, and re-derived after each commit as
 it does (``ingest.corrections``, re-derivation delay 2 s of the messages' arrival
-clock). Measured: CPU time of delivering the whole day (every message, commit and
-re-derivation) against the same fixes on time; time spent re-deriving and the number
-of fixes judged again; and the cost of one re-derivation for a gap delivered two days
-late (its span runs from the checkpoint before the gap to now).
+clock). Measured per delivery order: how many re-derivations ran, how many fixes they
+judged again, and their wall time (reading the checkpoint and the positions, judging,
+comparing, and the commit with fsync), best of ``--rounds``; and the same for a gap
+delivered two days late (its span runs from the checkpoint before the gap to now). For
+scale: the CPU time of the whole day delivered on time, one commit per message.
 
 The final events must equal those of on-time delivery in every case (checked).
 """
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           % (len(fixes), n_late, len(FENCES)))
     rows: list[tuple[str, ...]] = []
     expected: list[tuple[Any, ...]] | None = None
-    base = 0.0
+    on_time = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for name, delivery in cases(fixes, gap).items():
             best = None
@@ -145,18 +146,20 @@ def main(argv: list[str] | None = None) -> int:
                 if got != expected:
                     print("FAIL: %s ends with other events than on time" % name)
                     return 1
-                if best is None or cpu < best[0]:
+                if best is None or done.seconds < best[1].seconds:
                     best = (cpu, done)
             assert best is not None
             cpu, done = best
             if name == "on time":
-                base = cpu
-            rows.append((name, "%.2f s" % cpu, "%+.0f %%" % ((cpu / base - 1) * 100),
-                         str(done.rederived), "%d" % done.fixes,
-                         "%.0f ms" % (done.seconds * 1000),
+                on_time = cpu
+            per_fix = "%.1f us" % (done.seconds / done.fixes * 1e6) if done.fixes else "-"
+            rows.append((name, str(done.rederived), "%d" % done.fixes,
+                         "%.0f ms" % (done.seconds * 1000), per_fix,
                          "%d / %d / %d" % (done.added, done.changed, done.retracted)))
-        print(table(rows, ("delivery", "CPU, whole day", "vs on time", "re-derivations",
-                           "fixes judged again", "re-deriving", "added / corrected / retracted")))
+        print(table(rows, ("delivery", "re-derivations", "fixes judged again", "re-deriving",
+                           "per fix judged again", "events added / corrected / retracted")))
+        print("\nfor scale: the day on time, one commit per message: %.2f s CPU (%.0f us per "
+              "fix)" % (on_time, on_time / len(fixes) * 1e6))
         # Two days late: the gap of the first day arrives at the end of the third.
         fixes3 = service_day(days=3)
         before, late, after = split(fixes3, gap)
