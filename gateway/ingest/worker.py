@@ -231,18 +231,21 @@ class Worker:
     def pending(self) -> bool:
         return self.received > self.report.upto or len(self.batch) > 0 or bool(self.report.derive)
 
-    def correct(self) -> None:
-        """Re-derive the devices whose late fixes stopped coming; count it for /metrics."""
+    def count_late(self) -> None:
+        """Late fixes seen since the last report, for /metrics and the summary."""
         engine = self.engine
-        if engine is None:
-            return
-        counts = self.report.derive
-        if engine.late_fixes:
+        if engine is not None and engine.late_fixes:
+            counts = self.report.derive
             counts["late_fixes"] = counts.get("late_fixes", 0) + engine.late_fixes
             self.window["late"] += engine.late_fixes
             engine.late_fixes = 0
-        if not engine.redo:
+
+    def correct(self) -> None:
+        """Re-derive the devices whose late fixes stopped coming; count it for /metrics."""
+        engine = self.engine
+        if engine is None or not engine.redo:
             return
+        counts = self.report.derive
         done = corrections.run(engine, self.store, self.pipeline.registry, time.time())
         for name in ("rederived", "fixes", "added", "changed", "retracted", "seconds"):
             value = getattr(done, name)
@@ -254,6 +257,7 @@ class Worker:
         started = time.perf_counter()
         batch, self.batch = self.batch, Batch()
         positions, events, reused, reused_records = self.store.commit(batch)
+        self.count_late()
         report, self.report = self.report, Report(self.received)
         report.upto = self.received
         report.commit_s = time.perf_counter() - started
