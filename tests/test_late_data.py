@@ -402,3 +402,23 @@ def test_a_version_1_store_gains_the_late_data_columns(tmp_path: Path) -> None:
     version = store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
     assert version.fetchone() == ("2",)
     store.close()
+
+
+def test_a_checkpoint_it_cannot_judge_from_is_logged_and_not_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    fixes = service_day(1)
+    before, buffered, after = split(fixes)
+    rig = Rig(tmp_path / "s.db", fences(*DAY_FENCES))
+    for arrival, f in live(before) + live(after):
+        rig.send(dict(f, type="position", boot=1), at=arrival)
+    rig.store.db.execute("UPDATE derive_checkpoints SET state = '{}'")  # not a state
+    for arrival, f in burst(buffered, after[-1]["t"] + 60):
+        rig.send(dict(f, type="position", boot=1), at=arrival)
+    rig.tick(rig.clock.now + 60)
+    assert "re-derivation of van-1 failed" in caplog.text
+    assert rig.engine.redo == set() and "redo" not in rig.engine.states[VAN.id]
+    assert rig.corrected.rederived == 0
+    stored = rig.store.db.execute("SELECT json_extract(state, '$.redo') FROM derive_state")
+    assert stored.fetchone() == (None,)
+    rig.close()

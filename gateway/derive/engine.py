@@ -164,6 +164,14 @@ class EventEngine:
         text = orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS).decode()
         self.checkpoints.append((device_id, t, text))
 
+    def forget_redo(self, device_id: str) -> None:
+        """Give up a re-derivation (it failed): the state is saved without the mark."""
+        st = self.states[device_id]
+        st.pop("redo", None)
+        st.pop("redo_at", None)
+        self.redo.discard(device_id)
+        self.dirty.add(device_id)
+
     def due(self, now: float, force: bool = False) -> list[str]:
         """Devices whose late fixes stopped coming ``rederive_delay_s`` ago (all: ``force``)."""
         delay = self.config.rederive_delay_s

@@ -12,6 +12,7 @@ re-derivation (the late fix's ``redo`` mark is in the stored state) or none of i
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,8 +48,20 @@ def run(engine: EventEngine, store: Store, registry: Mapping[str, Device], now: 
     """Re-derive every device that is due (every one with late fixes: ``force``)."""
     done = Corrected()
     for device_id in engine.due(now, force):
-        done += rederive(engine, store, registry.get(device_id)
-                         or Device(device_id, "default", None, True), now)
+        device = registry.get(device_id) or Device(device_id, "default", None, True)
+        try:
+            done += rederive(engine, store, device, now)
+        except sqlite3.Error:
+            raise  # the store's trouble, as for any commit
+        except Exception:
+            # A state this version cannot judge from must not stop the gateway, nor be
+            # tried again at every commit: the device's events stay as they were.
+            log.exception("re-derivation of %s failed; its events stay as derived live",
+                          device_id)
+            engine.forget_redo(device_id)
+            batch = Batch()
+            engine.flush(batch)
+            store.commit(batch)
     return done
 
 
