@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from harness import GatewayProcess, Publisher, count, frame_bytes, free_port, position, wait_until
 from harness import write_config as write_gateway_config
 from test_feed_sink import Subscriber, make_sink
-from tracks import MONDAY, VAN, Rig, Track, at, circle, fences, rectangle
+from tracks import MONDAY, VAN, Rig, Track, at, circle, collection, fences, rectangle, write
 
 from fieldtrack.gateway.derive.engine import DeriveConfig
 from fieldtrack.gateway.sinks.influx import event_lines
 from fieldtrack.gateway.sinks.outbox import Outbox
 from fieldtrack.gateway.store.sqlite import Device, Store
+from fieldtrack.tools.export.command import export as export_command
 from fieldtrack.tools.report.days import build
 from fieldtrack.tools.report.model import parse_day
 from fieldtrack.tools.report.reader import read_day
@@ -422,3 +424,76 @@ def test_a_checkpoint_it_cannot_judge_from_is_logged_and_not_tried_again(
     stored = rig.store.db.execute("SELECT json_extract(state, '$.redo') FROM derive_state")
     assert stored.fetchone() == (None,)
     rig.close()
+
+
+# --- the real path: signed frames over MQTT, the gateway, the export ----------------------
+
+KEY = bytes(range(7, 39))
+
+
+def gateway_day(tmp_path: Path, broker: Any, name: str,
+                frames: list[Fix]) -> tuple[list[Any], str]:
+    """The fixes published in this order to a gateway of its own: its exported events, its
+    log."""
+    where = tmp_path / name
+    where.mkdir()
+    fence_file = write(where / "fences.geojson", collection(*DAY_FENCES))
+    config = write_gateway_config(where, broker.port, events={
+        "fences_file": str(fence_file), "reorder_hold_s": 0.5, "rederive_delay_s": 1.0})
+    store = Store(where / "fieldtrack.db")
+    store.put_device(Device("van-1", "vans", KEY, True))
+    store.close()
+    db = where / "fieldtrack.db"
+    gw = GatewayProcess(config, where / "gateway.log")
+    gw.start()
+    pub = Publisher(broker.port)
+    try:
+        gw.wait_subscribed()
+        pub.publish_many("van-1", [frame_bytes(dict(f, type="position", boot=1), "van-1", KEY)
+                                   for f in frames])
+        last = max(f["t"] for f in frames)
+        wait_until(lambda: count(db, "SELECT COALESCE(MAX(json_extract(state, '$.released_t'))"
+                                 ", 0) FROM derive_state WHERE json_extract(state, '$.redo') "
+                                 "IS NULL") == last, 60, "every fix judged, none waiting")
+        assert count(db) == len(frames)
+    finally:
+        pub.close()
+        assert gw.terminate() == 0
+    result = CliRunner().invoke(export_command, ["events", "--store", str(db)])
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    return sorted((d["kind"], d["time"], d["key"], d.get("lat"), d.get("lon"),
+                   json.dumps(d["data"], sort_keys=True))
+                  for d in docs if d["boot"] == -1 and d["kind"] not in PRESENCE), \
+        (where / "gateway.log").read_text()
+
+
+@pytest.mark.slow
+def test_through_mqtt_the_gateway_exports_the_same_day_whatever_the_order(
+    tmp_path: Path, mosquitto_broker: Any,
+) -> None:
+    shift = int(time.time()) - 86400 - T  # yesterday: no filter flags the fixes
+    before, buffered, after = ([dict(f, t=f["t"] + shift) for f in part]
+                               for part in split(service_day(4)))
+    fixes = before + [dict(f, buf=False) for f in buffered] + after
+    assert len(before) > 100 and len(buffered) == 720 and len(after) > 100
+    on_time, log = gateway_day(tmp_path, mosquitto_broker, "on-time", fixes)
+    assert "late fixes" not in log.replace("0 late fixes", "")
+    assert [k for k, *_ in on_time].count("visit") == 1
+    assert "no_go_enter" in [k for k, *_ in on_time]
+    rng = random.Random(4)
+    shuffled = list(buffered)
+    rng.shuffle(shuffled)
+    per_live = -(-len(buffered) // len(after))  # the buffer spread over the live fixes
+    late = {
+        "newest-first": before + buffered[::-1] + after,
+        "interleaved": before + [f for i, live_fix in enumerate(after) for f in
+                                 [live_fix, *buffered[i * per_live:(i + 1) * per_live]]],
+        "after-live": before + after + buffered,
+        "shuffled": before + shuffled + after,
+    }
+    for name, frames in late.items():
+        assert sorted(f["seq"] for f in frames) == [f["seq"] for f in fixes]
+        events, log = gateway_day(tmp_path, mosquitto_broker, name, frames)
+        assert events == on_time, name
+        assert "late fixes for van-1 from" in log, name  # it was re-derived
