@@ -46,6 +46,9 @@ class StoreConfig:
     commit_interval_ms: int = 50  # acks wait at most this long for their commit
     commit_max_messages: int = 2000
     rejects_keep: int = 100_000
+    rejects_per_device: int = 1000  # per uplink topic: one flooding device keeps only these
+    busy_timeout_ms: int = 30_000  # a commit waits this long for another writer's lock
+    min_free_mb: int = 256  # below this much free space, ingest pauses (nothing acked)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class FeedsConfig:
     owntracks: bool = False
     owntracks_prefix: str = "owntracks/fieldtrack"
     dead_letter: bool = True
+    # The feed publisher's own broker account; empty: the [mqtt] username and password.
+    # A broker that sets the client id from the username needs it (see docker/mosquitto).
+    username: str = ""
+    password: str = field(default="", repr=False)  # or FIELDTRACK_FEEDS_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ SECTIONS: dict[str, type] = {
 SECRETS_FROM_ENV = {
     ("mqtt", "password"): "FIELDTRACK_MQTT_PASSWORD",
     ("influx", "token"): "FIELDTRACK_INFLUX_TOKEN",
+    ("feeds", "password"): "FIELDTRACK_FEEDS_PASSWORD",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -194,6 +202,8 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
             config = dataclasses.replace(config, **{section: sub})
     if config.mqtt.port == 0 or config.mqtt.port > 65535:
         raise ConfigError("%s: [mqtt] port: %d is not a TCP port" % (source, config.mqtt.port))
+    if config.store.rejects_per_device < 1:
+        raise ConfigError("%s: [store] rejects_per_device: must be at least 1" % source)
     if config.store.commit_max_messages < 1:
         raise ConfigError("%s: [store] commit_max_messages: must be at least 1" % source)
     return config

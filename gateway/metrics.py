@@ -19,7 +19,15 @@ BOOT_ERAS = Counter("fieldtrack_boot_eras",
 REJECTS = Counter("fieldtrack_rejects", "Rejected frames and dropped fixes", ["reason"])
 RECEIPTS_SENT = Counter("fieldtrack_receipts_sent",
                         "Receipts published to devices after their records' commit")
+REJECTS_UNRECORDED = Counter(
+    "fieldtrack_rejects_unrecorded",
+    "Rejects over their device's budget per second: counted, no row and no dead letter")
+ACKS_SENT = Counter("fieldtrack_acks_sent", "PUBACKs sent, each after its message's commit")
 ACKS_PENDING = Gauge("fieldtrack_acks_pending", "Messages received, not yet committed and acked")
+COMMIT_FAILURES = Counter("fieldtrack_commit_failures",
+                          "Commits the store refused (none of their messages acknowledged)")
+COMMIT_FAILING = Gauge("fieldtrack_commit_failing",
+                       "1 while the store refuses commits and ingest is paused")
 MQTT_CONNECTED = Gauge("fieldtrack_mqtt_connected", "1 while connected to the broker")
 SINK_BACKLOG = Gauge("fieldtrack_sink_backlog", "Rows stored but not yet delivered", ["sink"])
 SINK_LAG = Gauge("fieldtrack_sink_lag_seconds", "Age of the oldest undelivered row", ["sink"])
@@ -95,17 +103,22 @@ def count_derive(counts: dict[str, float]) -> None:
         STAGE_TIMES.observe("rederive", counts.get("seconds", 0.0) / counts["rederived"])
 
 
-def serve(host: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Start the endpoint in a daemon thread; ``port`` 0 picks a free port."""
+
+def serve(host: str, port: int, problem: Callable[[], str]) -> ThreadingHTTPServer:
+    """Start the endpoint in a daemon thread; ``port`` 0 picks a free port.
+
+    ``problem`` says why the service is unhealthy ("" when it is healthy): /healthz
+    answers 503 with that text, so the reason is one request away.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path == "/metrics":
                 body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
             elif self.path == "/healthz":
-                ok = healthy()
-                body = b"ok\n" if ok else b"unhealthy\n"
-                status, ctype = (200 if ok else 503), "text/plain"
+                why = problem()
+                body = ("unhealthy: %s\n" % why).encode() if why else b"ok\n"
+                status, ctype = (503 if why else 200), "text/plain; charset=utf-8"
             else:
                 body, status, ctype = b"not found\n", 404, "text/plain"
             self.send_response(status)

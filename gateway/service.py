@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fieldtrack.gateway import metrics
+from fieldtrack.gateway import dependencies, metrics
 from fieldtrack.gateway.config import GatewayConfig
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.sinks.outbox import Outbox
@@ -66,6 +66,7 @@ class Gateway:
         sinks: Sequence[Any] = (),
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
+        dependencies.check()  # before anything starts: an old cbor2 rejects every frame
         self.config = config
         self.on_commit = on_commit
         self.reload_requested = threading.Event()
@@ -77,6 +78,8 @@ class Gateway:
         self.chunk_started = 0.0
         self.unacked: deque[tuple[int, int, int, int]] = deque()  # (number, mid, qos, epoch)
         self.pipeline_ended = False
+        self.commit_fault = ""  # why the store refuses commits, while it does
+        self.stuck = ""  # why the pipeline process gave up, if it did
         self.outboxes = [
             Outbox(config.store.path, sink, batch_size=getattr(sink, "batch_size", 5000),
                    retry_min_s=getattr(sink, "retry_min_s", 1.0),
@@ -211,7 +214,16 @@ class Gateway:
                 self.pipeline_ended = True  # _check_pipeline says why
                 return
             if kind == "report":
+                if self.commit_fault:
+                    self.commit_fault = ""
+                    metrics.COMMIT_FAILING.set(0)
                 self._apply(rest[0])
+            elif kind == "fault":  # nothing is acknowledged until a report comes
+                self.commit_fault = "%s (%d failed commits)" % (rest[0], rest[1])
+                metrics.COMMIT_FAILURES.inc()
+                metrics.COMMIT_FAILING.set(1)
+            elif kind == "stuck":
+                self.stuck = rest[0]
 
     def _apply(self, report: Report) -> None:
         acked = 0
@@ -220,12 +232,14 @@ class Gateway:
             if epoch == self.epoch and self.connected:
                 self.client.ack(mid, qos)
                 acked += 1
+        metrics.ACKS_SENT.inc(acked)
         metrics.POSITIONS_STORED.inc(report.positions)
         metrics.EVENTS_STORED.inc(report.events)
         metrics.DUPLICATES.inc(report.duplicates)
         metrics.BOOT_ERAS.inc(report.eras)
         for reason, n in report.rejects.items():
             metrics.REJECTS.labels(reason).inc(n)
+        metrics.REJECTS_UNRECORDED.inc(report.unrecorded)
         metrics.STAGE_TIMES.add("pipeline", report.pipeline_buckets, report.pipeline_s)
         metrics.STAGE_TIMES.observe("commit", report.commit_s)
         metrics.count_derive(report.derive)
@@ -250,6 +264,9 @@ class Gateway:
 
     def _check_pipeline(self) -> None:
         if not self.process.is_alive():
+            self._read_reports()
+            if self.stuck:
+                raise PipelineError("the store cannot take commits: %s" % self.stuck)
             raise PipelineError(
                 "the pipeline process died (exit code %s); stopping so that a restart "
                 "resumes from the store (nothing acknowledged is lost)" % self.process.exitcode)
@@ -384,7 +401,17 @@ class Gateway:
         self.stopping.set()
 
     def healthy(self) -> bool:
-        return self.connected and self.process.is_alive()
+        return not self.problem()
+
+    def problem(self) -> str:
+        """Why the gateway is not doing its job right now; empty when it is."""
+        if not self.process.is_alive():
+            return "the pipeline process is not running"
+        if self.commit_fault:
+            return "commits are failing, nothing is acknowledged: " + self.commit_fault
+        if not self.connected:
+            return "not connected to the broker"
+        return ""
 
 
 def _serve_pipeline(inbox: Any, reports: Any, config: GatewayConfig) -> None:

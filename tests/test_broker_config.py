@@ -27,13 +27,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from harness import free_port
+from harness import GatewayProcess, count, frame_bytes, free_port, position, wait_until
+from harness import write_config as write_gateway_config
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fieldtrack.gateway import config as gateway_config
 from fieldtrack.gateway.config import GatewayConfig, MqttConfig, StoreConfig
+from fieldtrack.gateway.store.sqlite import Device, Store
 from fieldtrack.protocol import frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,7 @@ TLS_OPTIONS = {
 }  # fmt: skip
 USERS = {
     "fieldtrack-gateway": "gateway-secret",
+    "fieldtrack-feeds": "feeds-secret",
     "platform": "platform-secret",
     "van-1": "van-1-secret",
     "van-2": "van-2-secret",
@@ -398,6 +401,13 @@ def test_devices_connect_over_tls_with_their_username_as_client_id() -> None:
     assert {"certfile", "keyfile"} <= tls[0].keys()
 
 
+def test_every_listener_makes_the_username_the_client_id() -> None:
+    """The plain listener too: else any account there could take the gateway's session."""
+    _, listeners = split_listeners(BROKER_CONF.read_text())
+    for listener in listeners:
+        assert listener.get("use_username_as_clientid") == "true", listener["listener"]
+
+
 # --- authentication ------------------------------------------------------------------
 
 
@@ -508,16 +518,96 @@ def test_device_wildcard_subscriptions_stay_silent(connect: Any) -> None:
     assert [m.payload for m in drain(van, 1)] == [b"barrier"]
 
 
-def test_gateway_reads_back_its_retained_last_positions(connect: Any) -> None:
-    gateway = connect("fieldtrack-gateway")
-    assert gateway.publish("fieldtrack/last/van-1", b'{"time":"x"}', retain=True) in ACCEPTED
+def test_feed_publisher_reads_back_its_retained_last_positions(connect: Any) -> None:
+    feeds = connect("fieldtrack-feeds")
+    assert feeds.publish("fieldtrack/last/van-1", b'{"time":"x"}', retain=True) in ACCEPTED
+    assert feeds.publish("owntracks/fieldtrack/van-1", b"{}") in ACCEPTED
+    feeds.close()
+    restarted = connect("fieldtrack-feeds")
     try:
-        restarted = connect("fieldtrack-gateway")
         assert restarted.subscribe("fieldtrack/last/+") == GRANTED_QOS_1
         msg = restarted.receive()
         assert (msg.topic, msg.retain) == ("fieldtrack/last/van-1", True)
     finally:  # the broker is shared by this module's tests: clear the retained message
-        gateway.publish("fieldtrack/last/van-1", b"", retain=True)
+        restarted.publish("fieldtrack/last/van-1", b"", retain=True)
+
+
+def test_feed_publisher_cannot_read_device_frames_or_command_devices(connect: Any) -> None:
+    feeds = connect("fieldtrack-feeds")
+    assert feeds.subscribe("ft/u/+") == GRANTED_QOS_1  # granted, yet never delivered
+    assert feeds.publish("ft/d/van-1", b"reboot") == NOT_AUTHORIZED
+    van = connect("van-1")
+    assert van.publish("ft/u/van-1", b"frame") in ACCEPTED
+    assert feeds.subscribe("fieldtrack/last/+") == GRANTED_QOS_1
+    assert feeds.publish("fieldtrack/last/van-9", b"barrier", retain=False) in ACCEPTED
+    assert [m.payload for m in drain(feeds, 1)] == [b"barrier"]
+
+
+# --- sessions: nobody takes over the gateway's ---------------------------------------
+# Mosquitto hands a client id's persistent session (subscriptions and queued frames) to
+# whoever connects with that id, and disconnects the holder. With the username as the
+# client id on every listener, only the gateway's account reaches the gateway's session.
+
+
+def gateway_session(broker: Broker) -> Peer:
+    gateway = Peer(broker, "fieldtrack-gateway", USERS["fieldtrack-gateway"],
+                   MqttConfig().client_id)
+    assert gateway.connect(clean_start=False, session_expiry_s=3600)[0] == SUCCESS
+    assert gateway.subscribe("ft/u/+") == GRANTED_QOS_1
+    return gateway
+
+
+def end_session(broker: Broker) -> None:
+    """Resume the gateway's session with expiry 0, so that it ends with this test."""
+    gateway = Peer(broker, "fieldtrack-gateway", USERS["fieldtrack-gateway"],
+                   MqttConfig().client_id)
+    gateway.connect(clean_start=True)
+    gateway.close()
+
+
+@pytest.mark.parametrize("intruder", ["platform", "van-2", "fieldtrack-feeds"])
+def test_no_other_account_can_take_over_the_connected_gateways_session(
+    broker: Broker, connect: Any, intruder: str
+) -> None:
+    gateway = gateway_session(broker)
+    thief = Peer(broker, intruder, USERS[intruder], MqttConfig().client_id)
+    try:
+        assert thief.connect(clean_start=False, session_expiry_s=3600)[0] == SUCCESS
+        van = connect("van-1")
+        assert van.publish("ft/u/van-1", b"after-the-attempt") == SUCCESS
+        msg = gateway.receive()  # still connected, still subscribed
+        assert msg.payload == b"after-the-attempt"
+        assert thief.messages.empty()
+    finally:
+        thief.close()
+        gateway.close()
+        end_session(broker)
+
+
+def test_no_other_account_can_take_the_stopped_gateways_queue(
+    broker: Broker, connect: Any
+) -> None:
+    gateway = gateway_session(broker)
+    gateway.close()  # stopped: the broker queues for it
+    van = connect("van-1")
+    for seq in range(3):
+        assert van.publish("ft/u/van-1", b"queued-%d" % seq) == SUCCESS
+    thief = Peer(broker, "platform", USERS["platform"], MqttConfig().client_id)
+    try:
+        assert thief.connect(clean_start=False, session_expiry_s=3600)[0] == SUCCESS
+        assert van.publish("ft/u/van-1", b"barrier") == SUCCESS
+        time.sleep(0.5)
+        assert thief.messages.empty()  # neither the queue nor the subscription
+    finally:
+        thief.close()
+    gateway = Peer(broker, "fieldtrack-gateway", USERS["fieldtrack-gateway"],
+                   MqttConfig().client_id)
+    try:
+        assert gateway.connect(clean_start=False)[0] == SUCCESS
+        assert [m.payload for m in drain(gateway, 4)] == [
+            b"queued-0", b"queued-1", b"queued-2", b"barrier"]
+    finally:
+        gateway.close()
 
 
 def test_platform_reads_the_feeds_but_not_the_devices(connect: Any) -> None:
@@ -541,6 +631,39 @@ def test_acl_patterns_fill_whole_topic_levels() -> None:
             topic = value.split(" ")[-1]
             for level in topic.split("/"):
                 assert level in ("%u", "%c") or ("%u" not in level and "%c" not in level), topic
+
+
+def test_the_gateway_and_its_feed_publisher_keep_their_sessions(
+    broker: Broker, connect: Any, tmp_path: Path
+) -> None:
+    """The real gateway on the production config, with the container's two accounts."""
+    config = write_gateway_config(
+        tmp_path, broker.port,
+        mqtt={"username": "fieldtrack-gateway", "password": USERS["fieldtrack-gateway"],
+              "client_id": MqttConfig().client_id},
+        feeds={"enabled": True, "username": "fieldtrack-feeds",
+               "password": USERS["fieldtrack-feeds"]})
+    store = Store(tmp_path / "fieldtrack.db")
+    store.put_device(Device("van-2", "vans", None, True))
+    store.close()
+    platform = connect("platform")
+    assert platform.subscribe("fieldtrack/pos/van-2") == GRANTED_QOS_1
+    gw = GatewayProcess(config, tmp_path / "gateway.log")
+    gw.start()
+    try:
+        gw.wait_subscribed()
+        van = connect("van-2")
+        for seq in range(20):
+            assert van.publish("ft/u/van-2", frame_bytes(position(seq), "van-2", None)) \
+                in ACCEPTED
+        wait_until(lambda: count(tmp_path / "fieldtrack.db") == 20, what="20 positions")
+        assert len(drain(platform, 20)) == 20  # the feed publisher delivered them
+        assert gw.terminate() == 0
+    finally:
+        gw.stop_quietly()
+        end_session(broker)
+    log = (tmp_path / "gateway.log").read_text()
+    assert log.count("connected to") == 2 and "disconnected" not in log  # no flapping
 
 
 # --- the gateway's TOML files ----------------------------------------------------------
@@ -574,6 +697,8 @@ def test_container_toml_loads_and_fits_the_compose_stack(no_secret_env: None) ->
     cfg = gateway_config.load(CONTAINER_TOML)
     assert (cfg.mqtt.host, cfg.mqtt.port) == ("mosquitto", 1883)
     assert cfg.mqtt.username == "fieldtrack-gateway" and cfg.mqtt.password == ""
+    # The broker makes usernames client ids: the feed publisher needs an account of its own.
+    assert cfg.feeds.username == "fieldtrack-feeds" and cfg.feeds.password == ""
     assert (cfg.http.host, cfg.http.port) == ("0.0.0.0", 9108)
     assert cfg.store.path.startswith("/var/lib/fieldtrack/")
     assert cfg.influx.url == "http://victoria-metrics:8428"

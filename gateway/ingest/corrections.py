@@ -11,6 +11,7 @@ re-derivation (the late fix's ``redo`` mark is in the stored state) or none of i
 
 from __future__ import annotations
 
+import copy
 import logging
 import sqlite3
 import time
@@ -49,10 +50,16 @@ def run(engine: EventEngine, store: Store, registry: Mapping[str, Device], now: 
     done = Corrected()
     for device_id in engine.due(now, force):
         device = registry.get(device_id) or Device(device_id, "default", None, True)
+        saved = copy.deepcopy(engine.states.get(device_id))
         try:
             done += rederive(engine, store, device, now)
         except sqlite3.Error:
-            raise  # the store's trouble, as for any commit
+            # The store's trouble, as for any commit: the engine goes back to the state
+            # the store still holds, so the re-derivation is tried again, not half done.
+            if saved is not None:
+                engine.states[device_id] = saved
+            engine.redo.add(device_id)
+            raise
         except Exception:
             # A state this version cannot judge from must not stop the gateway, nor be
             # tried again at every commit: the device's events stay as they were.

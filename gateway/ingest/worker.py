@@ -11,6 +11,13 @@ Either process may die at any instant: nothing acknowledged is uncommitted, and
 what was committed but not acknowledged comes again and is ignored by the store's
 unique keys.
 
+A commit the store refuses (full disk, read-only filesystem, another writer's lock)
+is reported as a fault, never as done: the batch stays here and grows with what
+arrives (the broker's in-flight window bounds it, since nothing is acknowledged),
+and is retried with backoff until the store takes it. Only if the held messages
+pass ``HOLD_MAX`` or the file is no database any more does this process give up,
+saying that nothing it held was acknowledged.
+
 Reports go out through their own thread, so this process never stops reading its
 input while the other side is busy: neither can wait for the other forever.
 """
@@ -21,6 +28,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +45,8 @@ from fieldtrack.gateway.ingest import corrections, receipts
 from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store import epochs as epochs_table
-from fieldtrack.gateway.store.sqlite import Batch, Store, StoreError
+from fieldtrack.gateway.store.guard import RETRY_BUSY_MS, CommitGuard, is_fatal
+from fieldtrack.gateway.store.sqlite import KEPT_REASONS, Batch, Store, StoreError
 from fieldtrack.protocol import topics
 
 log = logging.getLogger("fieldtrack.gateway")
@@ -48,6 +57,12 @@ SUMMARY_S = 5.0
 # Rejects that put a device's data at risk until someone acts: logged as warnings.
 WARN_REASONS = frozenset(("boot_behind", "bad_boot", "key_reused"))
 HOUSEKEEPING_S = 0.05
+FAULT_LOG_S = 10.0
+HOLD_MAX = 200_000  # messages held uncommitted at most (memory), then give up
+# Rejects per topic and second that get a reject row and a dead letter; beyond that
+# they are only counted. A flood of garbage then costs little more than reading it,
+# so the valid frames queued behind it in the broker are not held up (see FAULTS.md).
+REJECT_DETAILS_PER_S = 20
 
 _PRESENCE_PREFIX = topics.PREFIX + "/" + topics.PRESENCE + "/"
 _NO_BUCKETS = len(metrics.STAGE_BUCKETS) + 1
@@ -64,6 +79,7 @@ class Report:
     eras: int = 0  # devices that started a new boot era
     rejects: dict[str, int] = field(default_factory=dict)
     dead_letters: list[tuple[str, bytes]] = field(default_factory=list)
+    unrecorded: int = 0  # rejects over their topic's budget: counted only
     pipeline_buckets: list[int] = field(default_factory=lambda: [0] * _NO_BUCKETS)
     pipeline_s: float = 0.0
     commit_s: float = 0.0
@@ -72,12 +88,18 @@ class Report:
     derive: dict[str, float] = field(default_factory=dict)  # late fixes, re-derivations
 
 
+class StoreStuck(Exception):
+    """The store cannot take commits and waiting longer cannot help; the text says why."""
+
+
 class Worker:
     """The store, the pipeline and the derived-events engine of one gateway."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.store = Store(config.store.path)
+        self.store = Store(config.store.path, busy_timeout_ms=config.store.busy_timeout_ms,
+                           rejects_per_topic=config.store.rejects_per_device)
+        self.guard = CommitGuard(self.store.path, config.store.min_free_mb)
         self.fences_mtime = 0.0
         self.engine = self._engine() if config.events.enabled else None
         self.pipeline = Pipeline(
@@ -98,7 +120,9 @@ class Worker:
         self.checked = {"registry": time.monotonic(), "tick": 0.0, "pruned": 0.0,
                         "summary": time.monotonic()}
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self.reject_budget: dict[str, tuple[float, int]] = {}  # topic -> (second, rejects)
         self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0, "late": 0}
+        self.fault_notice: tuple[str, str, int] | None = None
 
     # --- derived events -----------------------------------------------------
 
@@ -151,6 +175,7 @@ class Worker:
             self._presence(topic, payload)
             return
         started = time.perf_counter()
+        rows = len(self.batch.rejects)
         outcome = self.pipeline.process(topic, payload, received, self.batch)
         spent = time.perf_counter() - started
         report = self.report
@@ -164,8 +189,12 @@ class Worker:
             reason = outcome.reject.reason
             report.rejects[reason] = report.rejects.get(reason, 0) + 1
             self._log_reject(topic, reason, outcome.reject.detail)
-            self._dead_letter(topic, outcome.device, reason, outcome.reject.detail,
-                              len(payload), received)
+            if reason in KEPT_REASONS or self._within_budget(topic):
+                self._dead_letter(topic, outcome.device, reason, outcome.reject.detail,
+                                  len(payload), received)
+            else:
+                del self.batch.rejects[rows:]
+                report.unrecorded += 1
         elif outcome.epoch is not None:
             self._epoch_moved(outcome)
         for name, _ in outcome.dropped:
@@ -182,6 +211,17 @@ class Worker:
         elif outcome.epoch == epochs.RESET:
             log.warning("%s: boot %d taken as its reference boot, as `fieldtrack devices "
                         "reset-epochs` asked", device, boot)
+
+    def _within_budget(self, topic: str) -> bool:
+        """May this topic's reject get a row and a dead letter (REJECT_DETAILS_PER_S)?"""
+        now = time.monotonic()
+        start, n = self.reject_budget.get(topic, (0.0, 0))
+        if now - start >= 1.0:
+            if len(self.reject_budget) > 10_000:
+                self.reject_budget.clear()
+            start, n = now, 0
+        self.reject_budget[topic] = (start, n + 1)
+        return n < REJECT_DETAILS_PER_S
 
     def _presence(self, topic: str, payload: bytes) -> None:
         try:
@@ -246,17 +286,34 @@ class Worker:
         if engine is None or not engine.redo:
             return
         counts = self.report.derive
-        done = corrections.run(engine, self.store, self.pipeline.registry, time.time())
+        try:
+            done = corrections.run(engine, self.store, self.pipeline.registry, time.time())
+        except sqlite3.Error as exc:  # tried again after a later commit; the guard reports
+            log.warning("re-derivation deferred: the store refused it: %s", exc)
+            return
         for name in ("rederived", "fixes", "added", "changed", "retracted", "seconds"):
             value = getattr(done, name)
             if value:
                 counts[name] = counts.get(name, 0) + value
 
-    def commit(self) -> Report:
-        """Commit the batch; the report covers every message handled so far."""
+    def commit(self) -> Report | None:
+        """Commit the batch; the report covers every message handled so far.
+
+        None when the store refused it (the batch is kept for the next try) or a retry
+        is not due yet; ``fault_notice`` then says why, for the MQTT process.
+        """
+        if not self.guard.ready():
+            return None
         started = time.perf_counter()
-        batch, self.batch = self.batch, Batch()
-        positions, events, reused, reused_records = self.store.commit(batch)
+        batch = self.batch
+        try:
+            self.guard.check_space()
+            positions, events, reused, reused_records = self.store.commit(batch)
+        except Exception as exc:  # whatever the store raised, the batch is not committed
+            self._commit_failed(exc)
+            return None
+        self._commit_succeeded()
+        self.batch = Batch()
         self.count_late()
         report, self.report = self.report, Report(self.received)
         report.upto = self.received
@@ -281,6 +338,45 @@ class Worker:
         report.settled = []
         return report
 
+    def held(self) -> int:
+        """Messages handled but not committed (none of them acknowledged)."""
+        return self.received - self.report.upto
+
+    def _commit_failed(self, exc: Exception) -> None:
+        if is_fatal(exc):
+            raise StoreStuck("%s: the store is damaged (%s); %d messages were not committed "
+                             "and not acknowledged: the broker delivers them again once a "
+                             "good store is in place" % (self.store.path, exc, self.held()))
+        first = self.guard.fault is None
+        fault = self.guard.failed(exc)
+        self.fault_notice = ("fault", fault.reason, fault.failures)
+        now = time.monotonic()
+        if first:
+            self.store.set_busy_timeout(RETRY_BUSY_MS)
+            log.error("cannot commit to the store %s: %s; holding %d messages, none "
+                      "acknowledged (the broker keeps them); ingest paused, retrying",
+                      self.store.path, fault.reason, self.held())
+            fault.logged = now
+        elif now - fault.logged >= FAULT_LOG_S:
+            fault.logged = now
+            log.warning("still cannot commit after %.0f s (%d tries): %s; holding %d "
+                        "messages, none acknowledged", now - fault.since, fault.failures,
+                        fault.reason, self.held())
+        if self.held() > HOLD_MAX:
+            raise StoreStuck("the store has refused commits for %.0f s (%s); %d messages "
+                             "held, more than this process may keep in memory: none of them "
+                             "was acknowledged, the broker delivers them again after a "
+                             "restart" % (now - fault.since, fault.reason, self.held()))
+
+    def _commit_succeeded(self) -> None:
+        fault = self.guard.recovered()
+        if fault is None:
+            return
+        self.store.set_busy_timeout(self.config.store.busy_timeout_ms)
+        log.warning("the store takes commits again after %.1f s and %d failed tries "
+                    "(%s); committed the %d messages held", time.monotonic() - fault.since,
+                    fault.failures, fault.reason, self.held())
+
     # --- time ---------------------------------------------------------------
 
     def housekeeping(self, reload_requested: bool = False) -> None:
@@ -289,7 +385,10 @@ class Worker:
         checked = self.checked
         if now - checked["registry"] >= REGISTRY_POLL_S:
             checked["registry"] = now
-            version = self.store.registry_version()
+            try:
+                version = self.store.registry_version()
+            except sqlite3.Error:
+                version = self.registry_version  # a failing store: commits report it
             if version != self.registry_version:
                 self.registry_version = version
                 self.pipeline.registry = self.store.devices()
@@ -302,9 +401,12 @@ class Worker:
                     log.info("reset-epochs for %s: its next new boot becomes its reference", device)
         if now - checked["tick"] >= 1.0 or reload_requested:
             checked["tick"] = now
-            if now - checked["pruned"] > 60:  # keep the rejects table bounded
-                checked["pruned"] = now
-                self.store.prune_rejects(self.config.store.rejects_keep)
+            if now - checked["pruned"] > 60 and self.guard.fault is None:
+                checked["pruned"] = now  # keep the rejects table bounded
+                try:
+                    self.store.prune_rejects(self.config.store.rejects_keep)
+                except sqlite3.Error as exc:  # a failing store: the next commit says so
+                    log.warning("rejects not pruned: %s", exc)
             self.pipeline.tick(self.batch)
             if not len(self.batch) and self.received == self.report.upto:
                 self.correct()  # else after the commit that comes soon
@@ -330,9 +432,10 @@ def serve(inbox: Connection, outbox: Connection, config: GatewayConfig) -> None:
     """The pipeline process's main loop (``multiprocessing`` target).
 
     Input: ``("msgs", [(topic, payload, received_ms), ...])``, ``("reload",)`` and
-    ``("stop",)``; the end of the input (the MQTT process died)
-    is a stop too. Output: ``("ready",)`` or ``("error", "store" | "fences", text)``
-once, then ``("report", Report)`` after every commit.
+    ``("stop",)``; the end of the input (the MQTT process died) is a stop too.
+    Output: ``("ready",)`` or ``("error", "store" | "fences", text)`` once, then
+    ``("report", Report)`` after every commit, ``("fault", reason, failures)`` after
+    every refused one and ``("stuck", text)`` before giving up (exit code 3).
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the MQTT process decides when this one ends
@@ -351,18 +454,43 @@ once, then ``("report", Report)`` after every commit.
     reports.put(("ready",))
     try:
         _loop(inbox, worker, reports)
-    finally:
-        if worker.pending():
-            reports.put(("report", worker.commit()))
+    except StoreStuck as exc:
+        log.error("stopping: %s", exc)
         worker.close()
+        reports.put(("stuck", str(exc)))
         reports.put(None)
         sender.join(10)
+        os._exit(3)  # the MQTT process sees the exit and stops too
+    _finish(worker, reports)
+    reports.put(None)
+    sender.join(10)
+
+
+def _finish(worker: Worker, reports: queue.SimpleQueue[Any]) -> None:
+    """A last commit of what is held; if the store still refuses it, say what that means."""
+    if worker.pending():
+        if worker.guard.fault is not None:
+            worker.guard.fault.next_try = 0.0  # one last try, whatever the backoff
+        held = worker.held()
+        try:
+            report = worker.commit()
+        except StoreStuck:
+            report = None
+        if report is not None:
+            reports.put(("report", report))
+        else:
+            log.error("stopping with %d messages not committed: none of them was "
+                      "acknowledged, the broker delivers them again after a restart", held)
+    worker.close()
 
 
 def _loop(inbox: Connection, worker: Worker, reports: queue.SimpleQueue[Any]) -> None:
     while True:
-        waited = inbox.poll(HOUSEKEEPING_S if not worker.pending() else 0.005)
-        if waited:
+        if worker.pending():
+            wait = min(HOUSEKEEPING_S, worker.guard.wait_s()) if worker.guard.fault else 0.005
+        else:
+            wait = HOUSEKEEPING_S
+        if inbox.poll(wait):
             try:
                 message = inbox.recv()
             except (EOFError, OSError):
@@ -372,14 +500,23 @@ def _loop(inbox: Connection, worker: Worker, reports: queue.SimpleQueue[Any]) ->
                 for topic, payload, received in message[1]:
                     worker.handle(topic, payload, received)
                     if worker.due():
-                        reports.put(("report", worker.commit()))
+                        _commit(worker, reports)
             elif kind == "reload":
                 worker.housekeeping(reload_requested=True)
             elif kind == "stop":
                 return
         if worker.pending() and (worker.due() or not inbox.poll()):  # quiet input: commit
-            reports.put(("report", worker.commit()))
+            _commit(worker, reports)
         worker.housekeeping()
+
+
+def _commit(worker: Worker, reports: queue.SimpleQueue[Any]) -> None:
+    report = worker.commit()
+    if report is not None:
+        reports.put(("report", report))
+    elif worker.fault_notice is not None:
+        reports.put(worker.fault_notice)
+        worker.fault_notice = None
 
 
 def _send_reports(reports: queue.SimpleQueue[Any], outbox: Connection) -> None:

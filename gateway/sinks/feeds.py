@@ -327,7 +327,9 @@ class FeedSink:
         cfg = self.mqtt_config
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5)
-        if cfg.username:
+        if self.feeds.username:  # an account of its own: its own client id on such brokers
+            client.username_pw_set(self.feeds.username, self.feeds.password or None)
+        elif cfg.username:
             client.username_pw_set(cfg.username, cfg.password or None)
         if cfg.tls:
             client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)

@@ -10,6 +10,7 @@ persistent cursors. The schema is documented in STORE.md.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,9 @@ from fieldtrack.gateway.store.key_reuse import Source, reused
 
 SCHEMA_VERSION = 2
 MAX_REJECT_BYTES = 1024
+# Rejects whose row may be the only copy of a device record: never trimmed or pruned.
+KEPT_REASONS = ("key_reused", "bad_boot")
+_KEPT_SQL = "(%s)" % ", ".join("'%s'" % r for r in KEPT_REASONS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -93,6 +97,7 @@ CREATE TABLE IF NOT EXISTS rejects (
     raw BLOB NOT NULL,
     raw_len INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS rejects_topic ON rejects (topic, id);
 CREATE TABLE IF NOT EXISTS device_state (
     device TEXT PRIMARY KEY,
     boot INTEGER NOT NULL,
@@ -234,18 +239,31 @@ def now_ms() -> int:
 
 
 class Store:
-    """One SQLite database file. Not shared between threads: open one per thread."""
+    """One SQLite database file. Not shared between threads: open one per thread.
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    A missing file is created (mode 0600: it holds the device keys); an existing file
+    must be a fieldtrack store, so a wrong ``[store] path`` fails loudly instead of
+    starting an empty store that knows no devices.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 30_000, rejects_per_topic: int = 0) -> None:
         self.path = str(path)
+        self.rejects_per_topic = rejects_per_topic  # 0: no quota
+        if not os.path.exists(self.path):
+            _create(self.path)
+        else:
+            _check_file(self.path)
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(self.path, isolation_level=None,
+                                      timeout=busy_timeout_ms / 1000)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=%s" % synchronous)
-            self.db.execute("PRAGMA busy_timeout=30000")
+            self.set_busy_timeout(busy_timeout_ms)
             # 32 MiB of page cache (SQLite's default is 2): the two position indexes of a
             # growing store stay in memory, which halves the cost of an insert.
             self.db.execute("PRAGMA cache_size=-32768")
+            self._check_fieldtrack()
             self.db.executescript(_SCHEMA)
             self._check_version()
             self._migrate()
@@ -256,13 +274,23 @@ class Store:
                 % (self.path, exc)
             ) from None
 
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long a write waits for another connection's lock before it fails."""
+        self.db.execute("PRAGMA busy_timeout=%d" % ms)
+
+    def _check_fieldtrack(self) -> None:
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        version = row and self.db.execute(
+            "SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if not version:
+            raise StoreError(
+                "%s: an SQLite database, but not a fieldtrack store (no schema version); "
+                "check [store] path, or move the file away to start a new store" % self.path)
+
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+        if int(row[0]) > SCHEMA_VERSION:
             raise StoreError(
                 "%s: schema version %s is newer than this fieldtrack (%d): upgrade fieldtrack"
                 % (self.path, row[0], SCHEMA_VERSION)
@@ -295,7 +323,7 @@ class Store:
         re-derivation).
         """
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # waits busy_timeout for another writer, then raises
         try:
             if first is not None:
                 first(db)
@@ -320,7 +348,11 @@ class Store:
                 db.executemany(epochs_table.UPSERT, [epochs_table.row(device, e, ts)
                                                      for device, e in batch.epochs.items()])
             if batch.rejects:
-                db.executemany(_INSERT_REJECT, batch.rejects)
+                quota = self.rejects_per_topic
+                rejects = newest_per_topic(batch.rejects, quota) if quota else batch.rejects
+                db.executemany(_INSERT_REJECT, rejects)
+                if quota:
+                    self._trim_rejects({row[1] for row in rejects})
             if batch.states:
                 db.executemany(_UPSERT_STATE, [_state_row(s) for s in batch.states.values()])
             if batch.visits:
@@ -338,7 +370,7 @@ class Store:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         return Committed(positions, events, clashes, clashed)
 
@@ -401,6 +433,19 @@ class Store:
             items.append((t, received / 1000, fix_of(t, *values)))
         return held
 
+    def _trim_rejects(self, topics: set[str]) -> None:
+        """Each topic keeps its newest ``rejects_per_topic`` rejects (one device's quota).
+
+        Rows of ``KEPT_REASONS`` are neither deleted nor counted: they may be the only
+        copy of a device's record.
+        """
+        kept = _KEPT_SQL
+        self.db.executemany(
+            "DELETE FROM rejects WHERE topic = ?1 AND reason NOT IN %s AND id < (SELECT id "
+            "FROM rejects WHERE topic = ?1 AND reason NOT IN %s ORDER BY id DESC LIMIT 1 "
+            "OFFSET ?2)" % (kept, kept),
+            [(topic, self.rejects_per_topic - 1) for topic in topics])
+
     def prune_rejects(self, keep: int) -> None:
         """Delete all but the newest ``keep`` rejects, except the only copies of records.
 
@@ -409,7 +454,7 @@ class Store:
         """
         self.db.execute(
             "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ? AND reason "
-            "NOT IN ('key_reused', 'bad_boot')", (keep,)
+            "NOT IN %s" % _KEPT_SQL, (keep,)
         )
 
     # --- registry -----------------------------------------------------------
@@ -560,6 +605,84 @@ def fix_of(t: int, lat: int, lon: int, spd: int, hdg: int, alt: int, acc: int, s
     return {"t": t, "lat": lat, "lon": lon, "spd": spd, "hdg": hdg, "alt": alt, "acc": acc,
             "sats": sats, "fix": fix, "ign": bool(ign), "buf": bool(buf), "mock": bool(mock),
             "ms": ms}
+
+
+def newest_per_topic(rows: list[tuple[Any, ...]], quota: int) -> list[tuple[Any, ...]]:
+    """Reject rows (topic second, reason fourth) without those the quota would delete at
+    once anyway; rows of ``KEPT_REASONS`` all stay."""
+    seen: dict[str, int] = {}
+    keep = []
+    for row in reversed(rows):
+        if row[3] in KEPT_REASONS:
+            keep.append(row)
+            continue
+        n = seen.get(row[1], 0)
+        if n < quota:
+            seen[row[1]] = n + 1
+            keep.append(row)
+    keep.reverse()
+    return keep
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo an open transaction; SQLite may already have (after a full disk or I/O error)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way; the caller's error says why
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_file(path: str) -> None:
+    """An existing store file must at least be an SQLite database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError("%s: cannot read the store: %s" % (path, exc.strerror)) from None
+    if not head:
+        raise StoreError(
+            "%s: the file is empty (0 bytes), not a fieldtrack store; check [store] path, or "
+            "delete the empty file to start a new store" % path)
+    if head != _SQLITE_HEADER:
+        raise StoreError(
+            "%s: not an SQLite database, so not a fieldtrack store; check [store] path"
+            % path)
+
+
+def _create(path: str) -> None:
+    """A new, complete store file, private to its owner (mode 0600: it holds device keys).
+
+    The schema is written into a temporary file that is renamed into place, so a crash
+    never leaves an empty or half-made store behind. SQLite creates the -wal and -shm
+    files with the database file's mode, so they are private too.
+    """
+    tmp = "%s.new-%d" % (path, os.getpid())
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(tmp, 0o600)  # whatever the umask
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)  # never replaces a store another process just created
+        except FileExistsError:
+            pass
+        os.unlink(tmp)
+    except (OSError, sqlite3.Error) as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise StoreError("%s: cannot create the store: %s" % (path, reason)) from None
 
 
 def _state_json(state: dict[str, Any]) -> str:

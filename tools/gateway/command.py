@@ -9,6 +9,7 @@ import click
 
 from fieldtrack.gateway import logs, metrics
 from fieldtrack.gateway.config import ConfigError, GatewayConfig, load
+from fieldtrack.gateway.dependencies import DependencyError
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.service import Gateway, PipelineError
 from fieldtrack.gateway.store.sqlite import StoreError
@@ -49,11 +50,11 @@ def run(config_path: str | None, sample_publisher: bool) -> None:
         cfg = load(config_path)
         logs.setup(cfg.log_level)
         gw = Gateway(cfg, sinks=build_sinks(cfg))
-    except (ConfigError, StoreError, FenceError, PipelineError) as exc:
+    except (ConfigError, StoreError, FenceError, PipelineError, DependencyError) as exc:
         raise GatewayCommandError(str(exc)) from None
     if cfg.http.enabled:
         try:
-            metrics.serve(cfg.http.host, cfg.http.port, gw.healthy)
+            metrics.serve(cfg.http.host, cfg.http.port, gw.problem)
         except OSError as exc:
             gw.close()
             raise GatewayCommandError(
