@@ -99,6 +99,8 @@ class EventsConfig:
     reorder_window_s: int = 60
     reorder_hold_s: float = 30.0
     heartbeat_timeout_s: int = 900
+    checkpoint_every_s: int = 3600  # derive state snapshots, per this much fix time
+    rederive_delay_s: float = 2.0  # re-derive once late fixes stopped this long
 
 
 @dataclass(frozen=True)

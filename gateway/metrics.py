@@ -31,6 +31,16 @@ COMMIT_FAILING = Gauge("fieldtrack_commit_failing",
 MQTT_CONNECTED = Gauge("fieldtrack_mqtt_connected", "1 while connected to the broker")
 SINK_BACKLOG = Gauge("fieldtrack_sink_backlog", "Rows stored but not yet delivered", ["sink"])
 SINK_LAG = Gauge("fieldtrack_sink_lag_seconds", "Age of the oldest undelivered row", ["sink"])
+LATE_FIXES = Counter("fieldtrack_late_fixes",
+                     "Fixes for a time their device was already judged for (re-derived)")
+REDERIVATIONS = Counter("fieldtrack_rederivations", "Device spans judged again after late fixes")
+REDERIVED_FIXES = Counter("fieldtrack_rederived_fixes", "Fixes judged again by re-derivations")
+CORRECTIONS = Counter("fieldtrack_derived_corrections",
+                      "Derived events re-derivations added, corrected or retracted", ["action"])
+_DERIVE_COUNTERS = {"late_fixes": LATE_FIXES, "rederived": REDERIVATIONS,
+                    "fixes": REDERIVED_FIXES, "added": CORRECTIONS.labels("added"),
+                    "changed": CORRECTIONS.labels("corrected"),
+                    "retracted": CORRECTIONS.labels("retracted")}
 STAGE_BUCKETS = (0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
@@ -81,6 +91,17 @@ class StageTimes:
 
 STAGE_TIMES = StageTimes()
 REGISTRY.register(STAGE_TIMES)
+
+
+def count_derive(counts: dict[str, float]) -> None:
+    """Late fixes and re-derivations, as counted by the pipeline process (``Report.derive``)."""
+    for name, n in counts.items():
+        counter = _DERIVE_COUNTERS.get(name)
+        if counter is not None:
+            counter.inc(n)
+    if counts.get("rederived"):
+        STAGE_TIMES.observe("rederive", counts.get("seconds", 0.0) / counts["rederived"])
+
 
 
 def serve(host: str, port: int, problem: Callable[[], str]) -> ThreadingHTTPServer:

@@ -242,6 +242,7 @@ class Gateway:
         metrics.REJECTS_UNRECORDED.inc(report.unrecorded)
         metrics.STAGE_TIMES.add("pipeline", report.pipeline_buckets, report.pipeline_s)
         metrics.STAGE_TIMES.observe("commit", report.commit_s)
+        metrics.count_derive(report.derive)
         if self.connected:  # dead letters are best effort (QoS 0), like the log
             for topic, payload in report.dead_letters:
                 self.client.publish(topic, payload, qos=0)

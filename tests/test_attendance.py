@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from tracks import MONDAY, Rig, at, circle, fences
 
-from fieldtrack.gateway.derive.engine import derived_seq
+from fieldtrack.gateway.derive.identity import attendance_key, key_seq
 from fieldtrack.gateway.store.sqlite import Device
 
 NOW = MONDAY  # 09:00 in Berlin
@@ -92,7 +92,7 @@ def test_a_check_in_is_judged_and_recorded_in_the_attendance_table_and_as_an_eve
                 "fence": site}
     if distance_m is not None:
         expected["distance_m"] = rows[0][8]
-    assert derived(rig) == [(kind, t, derived_seq(kind, t, site), expected)]
+    assert derived(rig) == [(kind, t, key_seq(attendance_key(site, 1, 1)), expected)]
     # The phone's own event is stored as sent, beside the verdict.
     raw = rig.store.db.execute("SELECT kind, t, data FROM events WHERE boot = 1").fetchall()
     assert [(k, tt, json.loads(d)["site"]) for k, tt, d in raw] == [(frame["kind"], t, site)]

@@ -446,14 +446,19 @@ def test_the_buffer_shuffled_within_the_reorder_window_gives_the_same_events(
         == [e for e in in_order if e.kind != "device_online"]
 
 
-def test_a_fix_older_than_the_released_ones_is_too_late_to_change_anything() -> None:
+def test_a_fix_older_than_the_released_ones_waits_for_re_derivation() -> None:
+    # Live judging cannot take it: it marks the device for re-derivation from its time
+    # (ingest.corrections), once no late fix came for rederive_delay_s.
     clock = Clock()
     eng = engine(fences(ACME), clock)
     fixes = customer_stop(600)
     events = replay(eng, fixes, clock)
     late = dict(fixes[35], lon=at(0, 9000)[1])  # far away, and long released
-    assert eng.add_fix(VAN, late, clock.now) == [] and eng.too_late == 1
+    assert eng.add_fix(VAN, late, clock.now) == [] and eng.late_fixes == 1
     assert drain(eng, clock) == []
+    assert eng.states[VAN.id]["redo"] == late["t"]
+    assert eng.due(clock.now) == [VAN.id]
+    assert eng.due(eng.states[VAN.id]["redo_at"] + 1.0) == []  # more may still come
     assert brief(of_kind(events, "visit")) == [("visit", T + 910, "acme")]
 
 

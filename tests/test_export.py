@@ -32,9 +32,9 @@ def position(device: str, seq: int, t: int, ms: int, lat: int, lon: int, *, alt:
 
 def event(device: str, seq: int, t: int, kind: str, lat: int | None, lon: int | None,
           data: str = "{}") -> tuple[Any, ...]:
-    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received
+    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received ms key judged
     return (device, 1, seq, t, kind, lat, lon, None if lat is None else 8, data,
-            (T0 + 60) * 1000 + seq)
+            (T0 + 60) * 1000 + seq, 0, None, None)
 
 
 @pytest.fixture
@@ -153,6 +153,7 @@ def test_events_jsonl_include_events_without_a_position(store_path: Path) -> Non
     assert [(d["device"], d["kind"]) for d in docs] == [
         ("van-1", "sos"), ("van-1", "boot"), ("van-2", "check_in")]
     assert docs[1] == {"device": "van-1", "group": "default", "boot": 1, "seq": 10,
+                       "key": "1/10", "revision": 0, "retracted": False,
                        "time": "2025-03-01T08:15:50.000Z", "kind": "boot",
                        "data": {"fw": "1.2"}, "received": "2025-03-01T08:16:30.010Z"}
     assert (docs[2]["lat"], docs[2]["lon"], docs[2]["accuracy_m"]) == (

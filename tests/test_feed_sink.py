@@ -71,7 +71,8 @@ def position_tuple(device: str, boot: int, seq: int, t: int, **over: Any) -> tup
 
 
 def event_tuple(device: str, boot: int, seq: int, t: int) -> tuple[Any, ...]:
-    return (device, boot, seq, t, "ignition_on", None, None, None, '{"v":1}', (t + 1) * 1000)
+    return (device, boot, seq, t, "ignition_on", None, None, None, '{"v":1}', (t + 1) * 1000,
+            0, None, None)
 
 
 # --- pure builders ------------------------------------------------------------------
@@ -121,19 +122,27 @@ def test_event_message_exact() -> None:
     topic, payload, retain = event_message(event_row(), "fieldtrack")
     assert (topic, retain) == ("fieldtrack/event/van-12", False)
     assert payload == (
-        b'{"device":"van-12","group":"north","boot":3,"seq":42,'
-        b'"time":"2025-03-01T08:15:40.000Z","kind":"geofence","lat":52.5200123,'
+        b'{"device":"van-12","group":"north","boot":3,"seq":42,"key":"3/42","revision":0,'
+        b'"retracted":false,"time":"2025-03-01T08:15:40.000Z","kind":"geofence","lat":52.5200123,'
         b'"lon":-13.4050456,"accuracy_m":null,"data":{"dir":"enter","fence":"depot"},'
         b'"received":"2025-03-01T08:15:41.000Z"}'
     )
+
+
+def test_a_derived_event_has_its_key_millisecond_time_and_revision() -> None:
+    row = event_row(boot=-1, seq=77, kind="geofence_enter", ms=250, revision=2, retracted=1,
+                    key="geofence_enter/depot/1740816940.250")
+    doc = json.loads(event_message(row, "fieldtrack")[1])
+    assert (doc["key"], doc["time"], doc["revision"], doc["retracted"]) == (
+        "geofence_enter/depot/1740816940.250", "2025-03-01T08:15:40.250Z", 2, True)
 
 
 def test_event_without_location_and_with_odd_data() -> None:
     row = event_row(lat=None, lon=None, acc=None, kind="status",
                     data='{"batt":87,"name":"\\u00e9"}')
     assert event_message(row, "fieldtrack")[1] == (
-        b'{"device":"van-12","group":"north","boot":3,"seq":42,'
-        b'"time":"2025-03-01T08:15:40.000Z","kind":"status",'
+        b'{"device":"van-12","group":"north","boot":3,"seq":42,"key":"3/42","revision":0,'
+        b'"retracted":false,"time":"2025-03-01T08:15:40.000Z","kind":"status",'
         b'"data":{"batt":87,"name":"\\u00e9"},"received":"2025-03-01T08:15:41.000Z"}'
     )
     located = json.loads(event_message(event_row(acc=12), "f")[1])

@@ -58,12 +58,13 @@ def position_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def event(device: str, seq: int, kind: str, lat: int | None, lon: int | None) -> dict[str, Any]:
     return {"device": device, "grp": "default", "boot": 1, "seq": seq, "t": BASE_T + seq,
-            "kind": kind, "lat": lat, "lon": lon, "acc": None, "data": "{}", "received": 0}
+            "kind": kind, "lat": lat, "lon": lon, "acc": None, "data": "{}", "received": 0,
+            "ms": 0, "key": None, "judged": None, "revision": 0, "retracted": 0}
 
 
 def event_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[c] for c in ("device", "boot", "seq", "t", "kind", "lat", "lon", "acc",
-                                  "data", "received"))  # fmt: skip
+                                  "data", "received", "ms", "key", "judged"))  # fmt: skip
 
 
 def fix_ms(row: dict[str, Any]) -> int:
@@ -120,12 +121,29 @@ def test_an_empty_group_is_left_out() -> None:
 
 def test_event_line_counts_one_and_has_the_place_when_known() -> None:
     rows = [event("van 7", 3, "sos", 521234567, -1234567), event("van 7", 4, "boot", None, None)]
-    t3, t4 = (BASE_T + 3) * 1000, (BASE_T + 4) * 1000
+    # Nanoseconds: the event's millisecond, then the last six digits of its seq.
+    t3, t4 = (BASE_T + 3) * 10**9 + 3, (BASE_T + 4) * 10**9 + 4
     assert event_lines(rows) == [
-        "event,device=van\\ 7,group=default,kind=sos count=1i,lat=52.1234567,lon=-0.1234567 %d"
-        % t3,
-        "event,device=van\\ 7,group=default,kind=boot count=1i %d" % t4,
+        "event,device=van\\ 7,group=default,kind=sos count=1i,lat=52.1234567,lon=-0.1234567,"
+        "revision=0i,retracted=false %d" % t3,
+        "event,device=van\\ 7,group=default,kind=boot count=1i,revision=0i,retracted=false %d"
+        % t4,
     ]
+
+
+def test_two_events_of_one_kind_in_one_millisecond_are_two_points() -> None:
+    rows = [event("v", 7, "sos", None, None), event("v", 8, "sos", None, None)]
+    rows[1]["t"] = rows[0]["t"]
+    stamps = [line.rsplit(" ", 1)[1] for line in event_lines(rows)]
+    assert len(set(stamps)) == 2 and {int(s) // 10**6 for s in stamps} == {rows[0]["t"] * 1000}
+
+
+def test_a_retracted_event_overwrites_its_point_with_count_zero() -> None:
+    row = event("v", 9, "geofence_enter", 1, 2)
+    gone = dict(row, revision=1, retracted=1)
+    live, retraction = event_lines([row]) + event_lines([gone])
+    assert live.rsplit(" ", 1)[1] == retraction.rsplit(" ", 1)[1]  # the same point
+    assert " count=0i," in retraction and "revision=1i,retracted=true " in retraction
 
 
 def test_store_rows_format_like_rows_by_name(tmp_path: Path) -> None:
@@ -351,13 +369,17 @@ def test_outbox_delivers_exact_positions_and_events(tmp_path: Path, victoria_met
             assert labels[key] == {"__name__": key[0], "device": device,
                                    "group": device_rows[0]["grp"]}  # fmt: skip
 
-    event_series = exported(victoria_metrics.url, "event", 4)
+    event_series = exported(victoria_metrics.url, "event", 8)
     sos_ms, boot_ms = (BASE_T + 1000) * 1000, (BASE_T + 1001) * 1000
     assert event_series == {
         ("event_count", "plain", "sos"): [(sos_ms, 1)],
         ("event_count", "plain", "boot"): [(boot_ms, 1)],
         ("event_lat", "plain", "sos"): [(sos_ms, -33.8688)],
         ("event_lon", "plain", "sos"): [(sos_ms, 151.2093)],
+        ("event_revision", "plain", "sos"): [(sos_ms, 0)],
+        ("event_revision", "plain", "boot"): [(boot_ms, 0)],
+        ("event_retracted", "plain", "sos"): [(sos_ms, 0)],
+        ("event_retracted", "plain", "boot"): [(boot_ms, 0)],
     }
     store.close()
 
@@ -472,7 +494,8 @@ def test_redelivery_leaves_the_stored_series_unchanged(
                        events=[event_tuple(e) for e in events]))  # fmt: skip
     sink = sink_for(vm.url, batch_size=30)
     outbox = Outbox(store.path, sink, batch_size=sink.batch_size)
-    samples = len(rows) * len(POSITION_FIELDS) + len(events) * 3  # count, lat, lon
+    # count, lat, lon, revision, retracted
+    samples = len(rows) * len(POSITION_FIELDS) + len(events) * 5
 
     while outbox.step(store):
         pass

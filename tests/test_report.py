@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from fieldtrack.gateway.derive.engine import derived_seq
+from fieldtrack.gateway.derive.identity import key_seq
 from fieldtrack.gateway.store import registry
 from fieldtrack.gateway.store.sqlite import Batch, Store, event_data_json
 from fieldtrack.tools.report.command import render_csv, report
@@ -57,10 +57,12 @@ def fix(device: str, seq: int, t: int, lat: int, lon: int, spd: int, ign: int = 
 
 def derived(device: str, t: int, what: str, where: tuple[int, int] | None = None,
             **data: Any) -> tuple[Any, ...]:
-    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received; derived: boot -1
+    # EVENT_COLUMNS: device boot seq t kind lat lon acc data received ms key judged;
+    # derived: boot -1, keyed by kind, fence and time, judged at their own time here
     lat, lon = where if where else (None, None)
-    seq = derived_seq(what, t, data.get("fence", ""))
-    return (device, -1, seq, t, what, lat, lon, None, event_data_json(data), t * 1000)
+    key = "%s/%s/%d.000" % (what, data.get("fence", ""), t)
+    return (device, -1, key_seq(key), t, what, lat, lon, None, event_data_json(data), t * 1000,
+            0, key, t)
 
 
 def between(a: tuple[int, int], b: tuple[int, int], f: float) -> tuple[int, int]:
@@ -162,7 +164,7 @@ def store_path(tmp_path: Path) -> Iterator[Path]:
     store.commit(Batch(
         positions=van1_fixes() + van2_fixes(),
         events=van1_events() + [
-            ("van-1", 1, 7, at(9, 0), "sos", None, None, None, "{}", at(9) * 1000),
+            ("van-1", 1, 7, at(9, 0), "sos", None, None, None, "{}", at(9) * 1000, 0, None, None),
         ],
         visits=[("van-1", "acme", at(9, 46), at(11), 4440, *ACME),
                 ("van-1", "acme", at(-20), at(-19), 3600, *ACME)],  # the day before

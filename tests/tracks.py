@@ -19,6 +19,7 @@ from fieldtrack.gateway.derive.fence_tracker import Derived
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import parse
 from fieldtrack.gateway.geo import EARTH_RADIUS_M
+from fieldtrack.gateway.ingest import corrections
 from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.store.sqlite import Batch, Device, Store
 from fieldtrack.protocol import fast, topics
@@ -197,7 +198,8 @@ class Rig:
     """The real pipeline, event engine and SQLite store, on a clock the test moves.
 
     ``restart`` closes the store and builds everything again from what it holds, as
-    the service does when it starts.
+    the service does when it starts. After each commit, devices whose late fixes
+    stopped coming are re-derived, as the pipeline process does.
     """
 
     def __init__(self, path: Path, index: FenceIndex, *, config: DeriveConfig | None = None,
@@ -209,6 +211,7 @@ class Rig:
         self.registry = {d.id: d for d in devices}
         self.clock = Clock(now)
         self.seq = 0
+        self.corrected = corrections.Corrected()
         self._open()
 
     def _open(self) -> None:
@@ -234,6 +237,8 @@ class Rig:
         outcome = self.pipeline.process(topics.uplink(device), fast.encode(frame),
                                         int(self.clock.now * 1000), batch)
         self.store.commit(batch)
+        self.corrected += corrections.run(self.engine, self.store, self.registry,
+                                          self.clock.now)
         return outcome
 
     def position(self, f: dict[str, Any], device: str = VAN.id, delay: float = 1.0) -> Outcome:
@@ -251,6 +256,8 @@ class Rig:
         batch = Batch()
         self.pipeline.tick(batch)
         self.store.commit(batch)
+        self.corrected += corrections.run(self.engine, self.store, self.registry,
+                                          self.clock.now)
 
     def events(self) -> list[tuple[str, int, str]]:
         """(kind, time, fence or site) of every derived event in the events table."""

@@ -3,22 +3,27 @@
 Fixes of one device are held in a small reorder buffer and released in fix-time order
 once they are ``reorder_window_s`` older than the newest fix or have waited
 ``reorder_hold_s`` of wall time, so a tracker's buffer that arrives shuffled is
-judged in the order it happened. A fix older than what was already released is still
-stored, but it can no longer change the device's state (it is counted as too late).
-The state of every device is saved with the same commit as the records that changed
-it, so a restart resumes exactly where the store left off, and re-deriving an event
-after a redelivery produces the same key (device, kind, time, fence), which the store
-ignores. The held fixes are not part of that state: they are the device's stored
-positions newer than ``released_t`` (``Store.held_fixes``), read back at start.
+judged in the order it happened. A fix at or before the newest one already judged is
+late: it is stored, counted (``late_fixes``), and marks its device for re-derivation
+from that time (``redo`` in the state). Once no late fix has come for
+``rederive_delay_s``, ``ingest.corrections`` judges the device's stored positions
+again from the newest checkpoint before the earliest late fix (``rederive``); the
+checkpoints are snapshots of the state taken every ``checkpoint_every_s`` of fix time
+while judging. The state of every device is saved with the same commit as the records
+that changed it, so a restart resumes exactly where the store left off, a pending
+re-derivation included. The held fixes are not part of that state: they are the
+device's stored positions newer than ``released_t`` (``Store.held_fixes``), read back
+at start.
 """
 
 from __future__ import annotations
 
 import bisect
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+import orjson
 
 from fieldtrack.gateway.derive import fence_tracker, motion
 from fieldtrack.gateway.derive.fence_tracker import Derived, FenceConfig
@@ -37,11 +42,13 @@ class DeriveConfig:
     reorder_hold_s: float = 30.0
     heartbeat_timeout_s: int = 900  # device_offline when silent this long (0: off)
     working_hours: dict[str, Any] = field(default_factory=dict)  # group -> ActiveHours
+    checkpoint_every_s: int = 3600  # a snapshot of the state per this much fix time
+    rederive_delay_s: float = 2.0  # re-derive once late fixes stopped coming this long
 
 
-def derived_seq(kind: str, t: int, fence: str) -> int:
-    """The store key of a derived event: the same event always gets the same number."""
-    return zlib.crc32(("%s|%d|%s" % (kind, t, fence)).encode())
+# The parts of a device's state that follow from its fixes alone: what a checkpoint keeps.
+# Presence (seen, online) follows the arrivals and is taken from the live state.
+CHECKPOINT_KEYS = ("fences", "motion", "released_t", "ooh_t", "cp_t")
 
 
 class EventEngine:
@@ -62,7 +69,10 @@ class EventEngine:
         # Per device, the fixes waiting in fix-time order: (t, received, fix).
         self.held: dict[str, list[HeldFix]] = held if held is not None else {}
         self.dirty: set[str] = set()
-        self.too_late = 0
+        self.late_fixes = 0  # fixes at or before their device's judged time
+        # Devices with late fixes waiting for re-derivation (``redo`` in their state).
+        self.redo: set[str] = {d for d, st in self.states.items() if st.get("redo") is not None}
+        self.checkpoints: list[tuple[str, int, str]] = []  # (device, t, state JSON) to save
 
     def state(self, device: str) -> DeviceDerive:
         st = self.states.get(device)
@@ -98,11 +108,12 @@ class EventEngine:
                 # Stamped with the arrival: a buffer replayed after a gap starts with fixes
                 # from before the device_offline that this event answers.
                 st["online"] = True
-                events.append(Derived("device_online", int(received), fix["lat"], fix["lon"]))
+                events.append(Derived("device_online", int(received), fix["lat"], fix["lon"],
+                                      ms=_ms(received)))
             t = fix["t"]
             released = st["released_t"]
             if released is not None and t <= released:
-                self.too_late += 1
+                self._late(device.id, st, t, received)
                 continue
             if not buf or t > buf[-1][0]:
                 buf.append((t, received, fix))
@@ -132,6 +143,70 @@ class EventEngine:
             events.extend(self._judge(device, st, fix))
         if n:
             del buf[:n]
+            judged = cast(int, st["released_t"])
+            cp = st.get("cp_t")
+            if cp is None or judged - cp >= self.config.checkpoint_every_s:
+                self._checkpoint(device.id, st, judged)  # after the fixes released together
+        return events
+
+    def _late(self, device_id: str, st: DeviceDerive, t: int, received: float) -> None:
+        """A fix for a time already judged: re-derive from it (``rederive``) later."""
+        self.late_fixes += 1
+        redo = st.get("redo")
+        if redo is None or t < redo:
+            st["redo"] = t
+        st["redo_at"] = received
+        self.redo.add(device_id)
+
+    def _checkpoint(self, device_id: str, st: DeviceDerive, t: int) -> None:
+        st["cp_t"] = t
+        snapshot = {k: st[k] for k in CHECKPOINT_KEYS if k in st}  # type: ignore[literal-required]
+        text = orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS).decode()
+        self.checkpoints.append((device_id, t, text))
+
+    def forget_redo(self, device_id: str) -> None:
+        """Give up a re-derivation (it failed): the state is saved without the mark."""
+        st = self.states[device_id]
+        st.pop("redo", None)
+        st.pop("redo_at", None)
+        self.redo.discard(device_id)
+        self.dirty.add(device_id)
+
+    def due(self, now: float, force: bool = False) -> list[str]:
+        """Devices whose late fixes stopped coming ``rederive_delay_s`` ago (all: ``force``)."""
+        delay = self.config.rederive_delay_s
+        return sorted(d for d in self.redo
+                      if force or now - self.states[d].get("redo_at", 0.0) >= delay)
+
+    def rederive(self, device: Device, checkpoint: dict[str, Any] | None,
+                 fixes: Sequence[dict[str, Any]]) -> list[Derived]:
+        """Judge ``fixes`` (stored, in fix-time order, newer than ``checkpoint``) again.
+
+        The result replaces the device's state; its presence and the fixes still held
+        in the reorder buffer carry over. Returns every event the fixes give, each with
+        the fix time that produced it (``judged``): the caller compares them with the
+        events stored for the same span. New checkpoints go to ``checkpoints``.
+        """
+        live = self.state(device.id)
+        if checkpoint is None:
+            st = cast("DeviceDerive", {"fences": fence_tracker.new_state(),
+                                       "motion": motion.new_state(), "released_t": None})
+        else:
+            st = cast("DeviceDerive", checkpoint)
+        every = self.config.checkpoint_every_s
+        events: list[Derived] = []
+        for fix in fixes:
+            t = fix["t"]
+            st["released_t"] = t
+            events.extend(self._judge(device, st, fix))
+            cp = st.get("cp_t")
+            if cp is None or t - cp >= every:
+                self._checkpoint(device.id, st, t)
+        st["released_t"] = live["released_t"]
+        st["seen"], st["online"] = live["seen"], live["online"]
+        self.states[device.id] = st
+        self.redo.discard(device.id)
+        self.dirty.add(device.id)
         return events
 
     def _judge(self, device: Device, st: DeviceDerive, fix: dict[str, Any]) -> list[Derived]:
@@ -142,6 +217,12 @@ class EventEngine:
         moved = motion.step(st["motion"], fix, limit, self.config.motion)
         if moved:
             events.extend(moved)
+        if events:
+            t, ms = fix["t"], fix.get("ms", 0)
+            for e in events:
+                e.judged = t
+                if e.t == t:
+                    e.ms = ms
         hours = self.config.working_hours.get(device.group) if self.config.working_hours else None
         if hours is not None and fix["spd"] >= self.config.motion.moving_kmh \
                 and not hours.active(fix["t"]):
@@ -169,14 +250,18 @@ class EventEngine:
             before = len(out)
             buf = self.held.get(device_id)
             if buf:
+                waiting = len(buf)
                 out.extend((device, e) for e in self._release(device, st, buf, now))
+                if len(buf) < waiting:  # judged: save the state even without an event
+                    self.dirty.add(device_id)
             timeout = self.config.heartbeat_timeout_s
             if timeout and st["online"] and now - st["seen"] > timeout:
                 st["online"] = False
                 last = st["fences"]["last"] or [int(st["seen"]), 0, 0]
                 silent = int(now - st["seen"])
                 out.append((device, Derived("device_offline", int(now), last[1], last[2], "",
-                                            {"reason": "heartbeat", "silent_s": silent})))
+                                            {"reason": "heartbeat", "silent_s": silent},
+                                            ms=_ms(now))))
             if len(out) > before:
                 self.dirty.add(device_id)
         return out
@@ -190,14 +275,22 @@ class EventEngine:
         self.dirty.add(device.id)
         last = st["fences"]["last"] or [int(self.clock()), 0, 0]
         kind = "device_online" if online else "device_offline"
-        return [Derived(kind, int(self.clock()), last[1], last[2], "",
-                        {"reason": "presence"})]
+        now = self.clock()
+        return [Derived(kind, int(now), last[1], last[2], "", {"reason": "presence"},
+                        ms=_ms(now))]
 
     def flush(self, batch: Batch) -> None:
         """Hand the changed states to the batch; the store serialises them at commit."""
         for device_id in self.dirty:
             batch.derive_states[device_id] = cast("dict[str, Any]", self.states[device_id])
         self.dirty.clear()
+        if self.checkpoints:
+            batch.checkpoints.extend(self.checkpoints)
+            self.checkpoints.clear()
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000) % 1000
 
 
 def _fix_time(item: HeldFix) -> int:

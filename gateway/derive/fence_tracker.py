@@ -43,6 +43,9 @@ class Derived:
     lon: int
     fence: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    ms: int = 0  # milliseconds within t (the fix's, when the event is dated at a fix)
+    judged: int | None = None  # fix time whose judging produced it (None: not from fixes)
+    key: str = ""  # an identity of its own (derive.identity; "" = from kind, fence, time)
 
 
 def new_state() -> FenceState:

@@ -85,3 +85,6 @@ class DeviceDerive(TypedDict):
     seen: float  # when the device was last heard from (arrival time)
     online: bool | None
     ooh_t: NotRequired[int]  # the last out_of_hours event (at most one an hour)
+    cp_t: NotRequired[int]  # fix time of the newest checkpoint (derive_checkpoints)
+    redo: NotRequired[int]  # the earliest late fix waiting for re-derivation
+    redo_at: NotRequired[float]  # when the newest late fix arrived (wall time, s)

@@ -19,8 +19,10 @@ from typing import Any
 
 from fieldtrack.gateway import epochs
 from fieldtrack.gateway.derive import attendance
-from fieldtrack.gateway.derive.engine import EventEngine, derived_seq
+from fieldtrack.gateway.derive.engine import EventEngine
 from fieldtrack.gateway.derive.fence_tracker import Derived
+from fieldtrack.gateway.derive.identity import attendance_key, key_seq
+from fieldtrack.gateway.derive.rederive import row_of
 from fieldtrack.gateway.ingest.authenticate import Rejected, authenticate
 from fieldtrack.gateway.ingest.position_filter import FilterConfig, failed_filters
 from fieldtrack.gateway.store.sqlite import (
@@ -219,7 +221,7 @@ class Pipeline:
             data = {k: x for k, x in v.items() if k != "t"}
         batch.events.append((
             dev, record.boot, record.seq, v["t"], kind, v.get("lat"), v.get("lon"), v.get("acc"),
-            event_data_json(data), received_ms,
+            event_data_json(data), received_ms, v.get("ms", 0), None, None,
         ))
 
 
@@ -253,16 +255,17 @@ class Pipeline:
         data = {"check": v["kind"], "site": site, "reason": verdict.reason, "seq": record.seq}
         if verdict.distance_m is not None:
             data["distance_m"] = round(verdict.distance_m, 1)
-        derived = Derived(kind, v["t"], v.get("lat") or 0, v.get("lon") or 0, site, data)
+        derived = Derived(kind, v["t"], v.get("lat") or 0, v.get("lon") or 0, site, data,
+                          ms=v.get("ms", 0), key=attendance_key(site, record.boot, record.seq))
         self._derived_rows(record.device, [derived], received_ms, batch)
 
     def _derived_rows(self, device: Device, derived: list[Derived], received_ms: int,
                       batch: Batch) -> None:
         for e in derived:
-            data = dict(e.data, fence=e.fence) if e.fence else dict(e.data)
+            row = row_of(e)
             batch.events.append((
-                device.id, -1, derived_seq(e.kind, e.t, e.fence), e.t, e.kind, e.lat, e.lon,
-                None, event_data_json(data), received_ms,
+                device.id, -1, key_seq(row.key), e.t, e.kind, e.lat, e.lon, None, row.data,
+                received_ms, e.ms, row.key, e.judged,
             ))
             if e.kind == "visit":
                 batch.visits.append((device.id, e.fence, e.data["arrive"], e.data["leave"],

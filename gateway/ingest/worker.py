@@ -41,7 +41,7 @@ from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
-from fieldtrack.gateway.ingest import receipts
+from fieldtrack.gateway.ingest import corrections, receipts
 from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
 from fieldtrack.gateway.store import epochs as epochs_table
@@ -85,6 +85,7 @@ class Report:
     commit_s: float = 0.0
     settled: list[receipts.Run] = field(default_factory=list)  # records judged for good
     receipts: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
+    derive: dict[str, float] = field(default_factory=dict)  # late fixes, re-derivations
 
 
 class StoreStuck(Exception):
@@ -120,7 +121,7 @@ class Worker:
                         "summary": time.monotonic()}
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
         self.reject_budget: dict[str, tuple[float, int]] = {}  # topic -> (second, rejects)
-        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0}
+        self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0, "late": 0}
         self.fault_notice: tuple[str, str, int] | None = None
 
     # --- derived events -----------------------------------------------------
@@ -140,6 +141,8 @@ class Worker:
                            reorder_window_s=ev.reorder_window_s,
                            reorder_hold_s=ev.reorder_hold_s,
                            heartbeat_timeout_s=ev.heartbeat_timeout_s,
+                           checkpoint_every_s=ev.checkpoint_every_s,
+                           rederive_delay_s=ev.rederive_delay_s,
                            working_hours=self.config.working_hours)
         return EventEngine(cfg, self._fence_index(), self.store.derive_states(), time.time,
                            self.store.held_fixes())
@@ -266,7 +269,32 @@ class Worker:
             self.config.store.commit_interval_ms
 
     def pending(self) -> bool:
-        return self.received > self.report.upto or len(self.batch) > 0
+        return self.received > self.report.upto or len(self.batch) > 0 or bool(self.report.derive)
+
+    def count_late(self) -> None:
+        """Late fixes seen since the last report, for /metrics and the summary."""
+        engine = self.engine
+        if engine is not None and engine.late_fixes:
+            counts = self.report.derive
+            counts["late_fixes"] = counts.get("late_fixes", 0) + engine.late_fixes
+            self.window["late"] += engine.late_fixes
+            engine.late_fixes = 0
+
+    def correct(self) -> None:
+        """Re-derive the devices whose late fixes stopped coming; count it for /metrics."""
+        engine = self.engine
+        if engine is None or not engine.redo:
+            return
+        counts = self.report.derive
+        try:
+            done = corrections.run(engine, self.store, self.pipeline.registry, time.time())
+        except sqlite3.Error as exc:  # tried again after a later commit; the guard reports
+            log.warning("re-derivation deferred: the store refused it: %s", exc)
+            return
+        for name in ("rederived", "fixes", "added", "changed", "retracted", "seconds"):
+            value = getattr(done, name)
+            if value:
+                counts[name] = counts.get(name, 0) + value
 
     def commit(self) -> Report | None:
         """Commit the batch; the report covers every message handled so far.
@@ -286,9 +314,13 @@ class Worker:
             return None
         self._commit_succeeded()
         self.batch = Batch()
+        self.count_late()
         report, self.report = self.report, Report(self.received)
         report.upto = self.received
         report.commit_s = time.perf_counter() - started
+        # Late fixes of devices now quiet: re-derived in a commit of their own (counted
+        # in the next report); the acknowledgements wait for one at most.
+        self.correct()
         report.positions, report.events = positions, events
         report.duplicates = (len(batch.positions) - positions + len(batch.events) - events
                              - reused_records)
@@ -376,6 +408,8 @@ class Worker:
                 except sqlite3.Error as exc:  # a failing store: the next commit says so
                     log.warning("rejects not pruned: %s", exc)
             self.pipeline.tick(self.batch)
+            if not len(self.batch) and self.received == self.report.upto:
+                self.correct()  # else after the commit that comes soon
             if len(self.batch) and not self.batch_started:
                 self.batch_started = now
             self.reload_fences(reload_requested)
@@ -383,7 +417,8 @@ class Worker:
             checked["summary"] = now
             if any(self.window.values()):
                 log.info("stored %(positions)d positions and %(events)d events, rejected "
-                         "%(rejects)d, ignored %(duplicates)d redelivered copies" % self.window)
+                         "%(rejects)d, ignored %(duplicates)d redelivered copies; %(late)d "
+                         "late fixes (for times already judged)" % self.window)
             self.window = dict.fromkeys(self.window, 0)
 
     def close(self) -> None:

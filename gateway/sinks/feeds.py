@@ -4,8 +4,9 @@ The message builders are pure functions from store rows to ``(topic, payload,
 retain)``; ``FeedSink`` is the outbox sink that publishes them with its own MQTT
 client, QoS 1, and returns only when the broker has acknowledged every message, so
 the outbox cursor never passes a message the broker does not have. Delivery is at
-least once: consumers dedupe on (device, boot, seq). The feeds are described in
-FEEDS.md.
+least once: consumers dedupe positions on (device, boot, seq) and events on (device,
+key, revision); a derived event that late fixes corrected or retracted comes again with
+a higher revision. The feeds are described in FEEDS.md.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def fix_ms(row: Row) -> int:
     return int(row["t"]) * 1000 + int(row["ms"] or 0)
 
 
+def _get(row: Row, name: str, default: Any) -> Any:
+    """A column that rows of older tests and stores may lack."""
+    try:
+        value = row[name]
+    except (KeyError, IndexError):
+        return default
+    return default if value is None else value
+
+
+def event_key(row: Row) -> str:
+    """An event's identity within its device: a derived event's key, else boot/seq."""
+    return str(_get(row, "key", "") or "%d/%d" % (row["boot"], row["seq"]))
+
+
 def _group(row: Row) -> str:
     try:
         grp = row["grp"]
@@ -139,7 +154,10 @@ def event_doc(row: Row) -> dict[str, Any]:
         "group": _group(row),
         "boot": row["boot"],
         "seq": row["seq"],
-        "time": iso_ms(int(row["t"]) * 1000),
+        "key": event_key(row),
+        "revision": int(_get(row, "revision", 0)),
+        "retracted": bool(_get(row, "retracted", 0)),
+        "time": iso_ms(int(row["t"]) * 1000 + int(_get(row, "ms", 0))),
         "kind": row["kind"],
     }
     if row["lat"] is not None and row["lon"] is not None:

@@ -4,7 +4,10 @@ The outbox hands over rows in store order and moves its cursor only when ``deliv
 returns, so every write here is synchronous and every failure raises: the client's
 batching mode would drop data after its own retries and only tell a callback.
 A point is keyed by measurement, tags and timestamp, and the timestamp is the fix time,
-so writing a row again overwrites the same point instead of adding one.
+so writing a row again overwrites the same point instead of adding one. Event points are
+written in nanoseconds: below the event's millisecond sit six digits of its ``seq``, so
+two events of one kind in one second (or millisecond) stay two points, and a corrected
+or retracted event (the same key, hence seq) overwrites its own point.
 The schema is documented in INFLUX.md.
 """
 
@@ -118,22 +121,34 @@ def position_lines(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-_EVENT_NAMES = ("device", "grp", "kind", "lat", "lon", "t")
+_EVENT_NAMES = ("device", "grp", "kind", "lat", "lon", "t", "ms", "seq", "revision",
+                "retracted")
+EVENT_SPREAD = 1_000_000  # nanoseconds in a millisecond: room for the seq's last digits
+
+
+def event_time_ns(t: int, ms: int, seq: int) -> int:
+    """An event point's timestamp: its time to the millisecond, then its seq's last digits."""
+    return (t * 1000 + ms) * EVENT_SPREAD + seq % EVENT_SPREAD
 
 
 def event_lines(rows: Sequence[Row]) -> list[str]:
-    """Events as ``event`` points (count=1, and the place when known), at the event time."""
+    """Events as ``event`` points at the event time, in nanoseconds (``event_time_ns``).
+
+    ``count`` is 1, or 0 for a retracted event (its point is overwritten, so sums stay
+    right); ``revision`` and ``retracted`` say which version the point is.
+    """
     if not rows:
         return []
     get = _getter(rows, _EVENT_NAMES)
     lines = []
     for r in rows:
-        device, group, kind, lat, lon, t = get(r)
-        fields = "count=1i"
+        device, group, kind, lat, lon, t, ms, seq, revision, retracted = get(r)
+        fields = "count=%di" % (0 if retracted else 1)
         if lat is not None and lon is not None:
             fields += ",lat=%.7f,lon=%.7f" % (lat / 1e7, lon / 1e7)
+        fields += ",revision=%di,retracted=%s" % (revision, "true" if retracted else "false")
         tags = _tags(("device", device), ("group", group), ("kind", kind))
-        lines.append("%s%s %s %d" % (EVENT, tags, fields, t * 1000))
+        lines.append("%s%s %s %d" % (EVENT, tags, fields, event_time_ns(t, ms, seq)))
     return lines
 
 
@@ -166,19 +181,20 @@ class InfluxSink:
 
     def deliver(self, positions: Sequence[Row], events: Sequence[Row]) -> None:
         """Write every row or raise ``InfluxWriteError``; nothing is buffered here."""
-        lines = position_lines(positions) + event_lines(events)
-        if not lines:
-            return
-        try:
-            self.write_api.write(
-                bucket=self.bucket, org=self.org, record="\n".join(lines),
-                # The client declares its enum constants as plain strings.
-                write_precision=cast(WritePrecision, WritePrecision.MS),
-            )
-        except Exception as exc:
-            # Replaced, not chained: the client's exception carries HTTP details that
-            # have no business in a log line.
-            raise self._error(exc) from None
+        # Two requests, as a request has one precision: positions in ms, events in ns.
+        # A failure of either raises, and the outbox sends both again (idempotent).
+        # The client declares its enum constants as plain strings.
+        for lines, precision in ((position_lines(positions), WritePrecision.MS),
+                                 (event_lines(events), WritePrecision.NS)):
+            if not lines:
+                continue
+            try:
+                self.write_api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
+                                     write_precision=cast(WritePrecision, precision))
+            except Exception as exc:
+                # Replaced, not chained: the client's exception carries HTTP details that
+                # have no business in a log line.
+                raise self._error(exc) from None
 
     def close(self) -> None:
         self.write_api.close()  # type: ignore[no-untyped-call]

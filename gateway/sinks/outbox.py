@@ -4,7 +4,10 @@ A sink is handed rows in store order and either delivers all of them or raises; 
 cursor moves only after a delivery returned, so an outage of the sink (or a crash
 of the gateway) delays rows but never loses them. A row may be delivered twice
 (crash after delivery, before the cursor moved): every sink writes idempotently
-(InfluxDB keys points by fix time; feed consumers dedupe on device, boot, seq).
+(InfluxDB keys points by fix time; feed consumers dedupe positions on device, boot,
+seq and events on device, key, revision). A derived event that late fixes corrected or
+retracted moves to the end of the log (STORE.md, "Late data"): every sink meets it
+again and delivers the new revision.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +24,7 @@ from fieldtrack.gateway.epochs import DeviceEpochs
 from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.key_reuse import Source, reused
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_REJECT_BYTES = 1024
 # Rejects whose row may be the only copy of a device record: never trimmed or pruned.
 KEPT_REASONS = ("key_reused", "bad_boot")
@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS events (
     acc INTEGER,
     data TEXT NOT NULL DEFAULT '{}',
     received INTEGER NOT NULL,
+    ms INTEGER NOT NULL DEFAULT 0,
+    key TEXT,
+    judged INTEGER,
+    retracted INTEGER NOT NULL DEFAULT 0,
+    revision INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device, boot, seq)
 );
 CREATE INDEX IF NOT EXISTS events_device_time ON events (device, t);
@@ -113,6 +118,7 @@ CREATE TABLE IF NOT EXISTS visits (
     duration_s INTEGER NOT NULL,
     lat INTEGER NOT NULL,
     lon INTEGER NOT NULL,
+    retracted INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device, site, arrive)
 );
 CREATE TABLE IF NOT EXISTS attendance (
@@ -135,6 +141,12 @@ CREATE TABLE IF NOT EXISTS derive_state (
     device TEXT PRIMARY KEY,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS derive_checkpoints (
+    device TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (device, t)
+);
 CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     position_id INTEGER NOT NULL DEFAULT 0,
@@ -146,7 +158,22 @@ POSITION_COLUMNS = (
     "device", "boot", "seq", "t", "ms", "lat", "lon", "spd", "hdg", "alt", "acc", "sats",
     "fix", "ign", "buf", "mock", "flagged", "received",
 )  # fmt: skip
-EVENT_COLUMNS = ("device", "boot", "seq", "t", "kind", "lat", "lon", "acc", "data", "received")
+EVENT_COLUMNS = ("device", "boot", "seq", "t", "kind", "lat", "lon", "acc", "data", "received",
+                 "ms", "key", "judged")
+# Columns added by schema version 2 (late data, stable identities), for older stores.
+_ADDED_COLUMNS = (
+    ("events", "ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "key", "TEXT"),
+    ("events", "judged", "INTEGER"),
+    ("events", "retracted", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "revision", "INTEGER NOT NULL DEFAULT 0"),
+    ("visits", "retracted", "INTEGER NOT NULL DEFAULT 0"),
+)
+_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_device_key ON events (device, key)",
+    "CREATE INDEX IF NOT EXISTS events_device_judged ON events (device, judged) "
+    "WHERE judged IS NOT NULL",
+)
 
 
 class StoreError(Exception):
@@ -190,11 +217,12 @@ class Batch:
     derive_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: dict[str, DeviceEpochs] = field(default_factory=dict)  # reference moved
     sources: list[Source] = field(default_factory=list)  # the messages behind the rows
+    checkpoints: list[tuple[str, int, str]] = field(default_factory=list)  # device, t, JSON
 
     def __len__(self) -> int:
         return (len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
                 + len(self.visits) + len(self.attendance) + len(self.derive_states)
-                + len(self.epochs))
+                + len(self.epochs) + len(self.checkpoints))
 
 
 class Committed(NamedTuple):
@@ -238,6 +266,7 @@ class Store:
             self._check_fieldtrack()
             self.db.executescript(_SCHEMA)
             self._check_version()
+            self._migrate()
             epochs_table.ensure(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -267,24 +296,47 @@ class Store:
                 % (self.path, row[0], SCHEMA_VERSION)
             )
 
+    def _migrate(self) -> None:
+        """Add the columns and indexes a version-1 store lacks (derived rows keep NULL keys)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)}
+            if column not in have:
+                self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+        for sql in _INDEXES:
+            self.db.execute(sql)
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema_version' AND "
+                        "CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION), SCHEMA_VERSION))
+
     def close(self) -> None:
         self.db.close()
 
     # --- ingest -------------------------------------------------------------
 
-    def commit(self, batch: Batch) -> Committed:
+    def commit(self, batch: Batch,
+               first: Callable[[sqlite3.Connection], None] | None = None) -> Committed:
         """Write a batch in one transaction; returns what it newly stored.
 
         Rows whose (device, boot, seq) is already stored are skipped: that is what makes
         a redelivery after a crash harmless. A skipped row with other content than the
-        stored one is no redelivery: its frame becomes a ``key_reused`` reject.
+        stored one is no redelivery: its frame becomes a ``key_reused`` reject. ``first``
+        runs in the same transaction before the batch is written (the corrections of a
+        re-derivation).
         """
         db = self.db
         db.execute("BEGIN IMMEDIATE")  # waits busy_timeout for another writer, then raises
         try:
+            if first is not None:
+                first(db)
             positions, positions_clashing = _insert(db, "positions", _INSERT_POSITION,
                                                     batch.positions)
-            events, events_clashing = _insert(db, "events", _INSERT_EVENT, batch.events)
+            # Derived events (boot -1) are keyed by what they are: one the store has
+            # retracted comes back to life, at the end of the log, when derived again.
+            derived = [e for e in batch.events if e[1] == -1] if batch.events else []
+            events, events_clashing = _insert(
+                db, "events", _INSERT_EVENT,
+                [e for e in batch.events if e[1] != -1] if derived else batch.events)
+            if derived:
+                events += _insert(db, "events", _UPSERT_DERIVED, derived)[0]
             clashes: list[tuple[Any, ...]] = []
             clashed = 0
             if positions_clashing or events_clashing:
@@ -307,6 +359,9 @@ class Store:
                 db.executemany(_INSERT_VISIT, batch.visits)
             if batch.attendance:
                 db.executemany(_INSERT_ATTENDANCE, batch.attendance)
+            if batch.checkpoints:
+                db.executemany("INSERT OR REPLACE INTO derive_checkpoints (device, t, state) "
+                               "VALUES (?, ?, ?)", batch.checkpoints)
             if batch.derive_states:
                 db.executemany(
                     "INSERT INTO derive_state (device, state) VALUES (?, ?) ON CONFLICT "
@@ -366,19 +421,16 @@ class Store:
         """
         rows = self.db.execute(
             "SELECT p.device, p.t, p.received, p.lat, p.lon, p.spd, p.hdg, p.alt, p.acc, "
-            "p.sats, p.fix, p.ign, p.buf, p.mock FROM derive_state d JOIN positions p "
+            "p.sats, p.fix, p.ign, p.buf, p.mock, p.ms FROM derive_state d JOIN positions p "
             "ON p.device = d.device AND p.t > COALESCE(json_extract(d.state, '$.released_t'), "
             "-1) ORDER BY p.device, p.t, p.id"
         )
         held: dict[str, list[tuple[int, float, dict[str, Any]]]] = {}
-        for dev, t, received, lat, lon, spd, hdg, alt, acc, sats, fix, ign, buf, mock in rows:
+        for dev, t, received, *values in rows:
             items = held.setdefault(dev, [])
             if items and items[-1][0] == t:
                 continue
-            items.append((t, received / 1000, {
-                "t": t, "lat": lat, "lon": lon, "spd": spd, "hdg": hdg, "alt": alt,
-                "acc": acc, "sats": sats, "fix": fix, "ign": bool(ign), "buf": bool(buf),
-                "mock": bool(mock)}))
+            items.append((t, received / 1000, fix_of(t, *values)))
         return held
 
     def _trim_rejects(self, topics: set[str]) -> None:
@@ -513,13 +565,24 @@ def _insert(db: sqlite3.Connection, table: str, sql: str, rows: list[tuple[Any, 
     changed = db.total_changes - before
     new = db.execute(top).fetchone()[0] - first
     return new, changed - new
+
+
+_UPSERT_DERIVED = (
+    "INSERT OR IGNORE INTO events (%s) VALUES (%s) ON CONFLICT (device, key) DO UPDATE SET "
+    "id = (SELECT MAX(id) FROM events) + 1, t=excluded.t, ms=excluded.ms, lat=excluded.lat, "
+    "lon=excluded.lon, data=excluded.data, received=excluded.received, "
+    "judged=excluded.judged, retracted=0, revision=revision+1 WHERE retracted = 1"
+    % (", ".join(EVENT_COLUMNS), ", ".join("?" * len(EVENT_COLUMNS)))
+)
 _INSERT_REJECT = (
     "INSERT INTO rejects (received, topic, device, reason, detail, raw, raw_len) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_VISIT = (
-    "INSERT OR IGNORE INTO visits (device, site, arrive, leave, duration_s, lat, lon) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO visits (device, site, arrive, leave, duration_s, lat, lon) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, site, arrive) DO UPDATE SET "
+    "leave=excluded.leave, duration_s=excluded.duration_s, lat=excluded.lat, "
+    "lon=excluded.lon, retracted=0 WHERE retracted = 1"
 )
 _INSERT_ATTENDANCE = (
     "INSERT OR IGNORE INTO attendance (device, boot, seq, kind, site, t, lat, lon, acc, "
@@ -531,6 +594,17 @@ _UPSERT_STATE = (
     "boot=excluded.boot, seq=excluded.seq, t=excluded.t, lat=excluded.lat, lon=excluded.lon, "
     "spd=excluded.spd, received=excluded.received, online=excluded.online"
 )
+
+
+FIX_COLUMNS = "lat, lon, spd, hdg, alt, acc, sats, fix, ign, buf, mock, ms"
+
+
+def fix_of(t: int, lat: int, lon: int, spd: int, hdg: int, alt: int, acc: int, sats: int,
+           fix: int, ign: int, buf: int, mock: int, ms: int) -> dict[str, Any]:
+    """A stored position (``t``, then ``FIX_COLUMNS``) as the fix the derive stage judges."""
+    return {"t": t, "lat": lat, "lon": lon, "spd": spd, "hdg": hdg, "alt": alt, "acc": acc,
+            "sats": sats, "fix": fix, "ign": bool(ign), "buf": bool(buf), "mock": bool(mock),
+            "ms": ms}
 
 
 def newest_per_topic(rows: list[tuple[Any, ...]], quota: int) -> list[tuple[Any, ...]]:

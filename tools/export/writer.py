@@ -123,11 +123,16 @@ def positions(store: Store, query: Query) -> Iterator[Row]:
 
 
 def events(store: Store, query: Query) -> Iterator[Row]:
-    """Events by device, then time, then arrival."""
-    where, params = _where(query, "e", "e.t * 1000")
+    """Current events by device, then time, then arrival.
+
+    A derived event that late fixes retracted is left out; a corrected one is exported
+    as it is now (STORE.md, "Late data").
+    """
+    where, params = _where(query, "e", "e.t * 1000 + e.ms")
+    where = (where + " AND" if where else " WHERE") + " e.retracted = 0"
     return store.iter_rows(
         "SELECT e.*, COALESCE(d.grp, 'default') AS grp FROM events e "
-        "LEFT JOIN devices d ON d.id = e.device%s ORDER BY e.device, e.t, e.id" % where,
+        "LEFT JOIN devices d ON d.id = e.device%s ORDER BY e.device, e.t, e.ms, e.id" % where,
         tuple(params),
     )
 
@@ -175,8 +180,8 @@ def _jsonl(doc_of: Callable[[Row], dict[str, Any]]) -> Callable[[Iterable[Row], 
 POSITION_CSV = ("device", "group", "boot", "seq", "time", "lat", "lon", "speed_kmh",
                 "heading", "alt_m", "accuracy_m", "sats", "fix", "ignition", "buffered",
                 "mock", "flagged", "received")
-EVENT_CSV = ("device", "group", "boot", "seq", "time", "kind", "lat", "lon", "accuracy_m",
-             "data", "received")
+EVENT_CSV = ("device", "group", "boot", "seq", "key", "revision", "time", "kind", "lat", "lon",
+             "accuracy_m", "data", "received")
 
 
 def _cell(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """The daily report's edge with the store: the rows of one day, and where the data is.
 
-Only reads; ``report.build`` turns what ``read_day`` returns into a report.
+Only reads, and only what is current: derived events and visits that late fixes
+retracted are left out. ``report.build`` turns what ``read_day`` returns into a report.
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ def read_day(store: Store, day: Day, devices: Sequence[str] = ()) -> list[Device
                 rows.fixes.append(Fix(t, lat, lon, spd, acc, bool(ign)))
         for t, kind, lat, lon, data in db.execute(
                 "SELECT t, kind, lat, lon, data FROM events WHERE device=? AND boot=-1 "
-                "AND t >= ? AND t < ? AND kind IN (%s) ORDER BY t, id"
+                "AND retracted=0 AND t >= ? AND t < ? AND kind IN (%s) ORDER BY t, ms, id"
                 % ", ".join("?" * len(DERIVED_KINDS)),
                 (device, day.start, day.end + LOOKAHEAD_S, *DERIVED_KINDS)):
             rows.events.append(Event(t, kind, lat, lon, _json(data)))
         rows.visits.extend(VisitRow(*r) for r in db.execute(
             "SELECT site, arrive, leave, duration_s, lat, lon FROM visits WHERE device=? "
-            "AND arrive >= ? AND arrive < ? ORDER BY arrive, id", (device, *window)))
+            "AND retracted=0 AND arrive >= ? AND arrive < ? ORDER BY arrive, id",
+            (device, *window)))
         rows.checks.extend(
             CheckRow(t, kind, site, bool(accepted), reason, distance, lat, lon)
             for t, kind, site, accepted, reason, distance, lat, lon in db.execute(
