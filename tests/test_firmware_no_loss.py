@@ -154,6 +154,8 @@ def test_kill_9_offline_and_online_loses_and_duplicates_nothing(
         wait_drained(db, expected)
         assert sum(expected.values()) > 200
         assert_all_once(db, expected)
+        print("tracker kills: %d records made in %d boots, all stored once"
+              % (sum(expected.values()), len(expected)))
         assert count(db, "SELECT COUNT(*) FROM rejects") == 0
     finally:
         gw.stop_quietly()
@@ -190,6 +192,8 @@ def test_a_broker_killed_with_unconfirmed_records_gets_them_again(
         wait_drained(db, expected)
         assert_all_once(db, expected)
         assert expected[summary["boot"]] > 150
+        print("broker kill (%s): %d records made, all stored once"
+              % (options, expected[summary["boot"]]))
     finally:
         watch.close()
         gw.stop_quietly()

@@ -100,6 +100,8 @@ def test_records_survive_broker_gateway_and_tracker_kills_together(
         assert_all_once(db, expected)
         assert sum(expected.values()) > 150, expected
         assert len(done) >= 5, done
+        print("faults %s: %d records made in %d boots, all stored once"
+              % (" ".join(done), sum(expected.values()), len(expected)))
     finally:
         if tracker is not None and tracker.poll() is None:
             tracker.kill()
