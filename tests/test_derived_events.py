@@ -206,7 +206,8 @@ def test_entering_a_no_go_fence_is_also_a_no_go_enter() -> None:
 def test_a_fence_applies_only_to_its_groups() -> None:
     index = fences(circle("all", 0, 0, 60), circle("vans-only", 0, 0, 60, groups=["vans"]),
                    circle("techs-only", 0, 0, 60, groups=["techs", "phones"]))
-    events, _ = run(index, Track(T).park(60).fixes)  # VAN is in group "vans"
+    # Switched on there: the stop, judged after 120 s, says where it stands since T.
+    events, _ = run(index, Track(T).park(300).fixes)  # VAN is in group "vans"
     assert sorted(brief(of_kind(events, *FENCE_KINDS))) == [
         ("geofence_enter", T, "all"),
         ("geofence_enter", T, "vans-only"),
@@ -219,7 +220,7 @@ def test_active_hours_are_local_time_in_the_fence_time_zone() -> None:
     index = fences(circle("berlin", 0, 0, 60, active_hours={"tz": "Europe/Berlin", **hours}),
                    circle("new-york", 0, 0, 60,
                           active_hours={"tz": "America/New_York", **hours}))
-    events, _ = run(index, Track(T).park(60).fixes)
+    events, _ = run(index, Track(T).park(300).fixes)
     assert brief(of_kind(events, *FENCE_KINDS)) == [("geofence_enter", T, "berlin")]
 
 

@@ -212,9 +212,12 @@ class EventEngine:
     def _judge(self, device: Device, st: DeviceDerive, fix: dict[str, Any]) -> list[Derived]:
         """All rules, on one fix, in fix-time order."""
         fences = st["fences"]
-        events = fence_tracker.track(fences, fix, device.group, self.index, self.config.fences)
+        # Whether the fix is part of a stop: fences judge a stop as a whole.
+        observed = motion.observe(st["motion"], fix, self.config.motion)
+        events = fence_tracker.track(fences, fix, device.group, self.index, self.config.fences,
+                                     observed)
         limit = self._speed_limit(fences) if fences["inside"] else None
-        moved = motion.step(st["motion"], fix, limit, self.config.motion)
+        moved = motion.step(st["motion"], fix, limit, self.config.motion, observed)
         if moved:
             events.extend(moved)
         if events:

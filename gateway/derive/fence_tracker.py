@@ -5,8 +5,16 @@ unless it is inside (or outside) by more than a margin that grows with the fix's
 reported accuracy, for ``confirm_fixes`` fixes in a row: a fix with 30 m accuracy
 cannot prove it is 5 m inside. When two fixes straddle a small fence (sparse
 reporting, a fast van), the segment between them is tested and the passage is
-reported with interpolated times. Pure logic: state in, events out; the state is a
-plain dict so the store can persist it as JSON.
+reported with interpolated times; a lone fix inside, between two outside, is a
+passage too when it lies on the way between them and either the way passes deep
+enough or the fix is deeper than its accuracy can explain.
+
+While the device stands still (``stop_cluster``), its fixes are not judged one by
+one: the stop is, by the mean of its fixes, whose error shrinks with their number.
+A van parked 3 m inside an edge is inside once that mean is more than three standard
+errors inside, and it never flaps (the mean does not). The entry is then dated when
+the stop began. Pure logic: state in, events out; the state is a plain dict so the
+store can persist it as JSON.
 """
 
 from __future__ import annotations
@@ -15,12 +23,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from fieldtrack.gateway.derive.state import FenceState, Inside, Pending
+from fieldtrack.gateway.derive import stop_cluster
+from fieldtrack.gateway.derive.state import Cluster, FenceState, Inside, Lone, Pending
+from fieldtrack.gateway.derive.stop_cluster import Observed
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.model import SLACK_M, Fence
-from fieldtrack.gateway.geo import M_PER_DEG
+from fieldtrack.gateway.geo import M_PER_DEG, distance_m
 
 VISIT_KINDS = ("customer", "site")
+STOP_SIGMAS = 3.0  # a stop is inside when its mean is this many standard errors inside
+STOP_FLOOR_M = 0.5  # ...and at least this much (an error that does not average out)
+STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error drifts
+LONE_SIGMAS = 4.0  # a lone fix this many of its standard deviations past the margin
 
 
 @dataclass(frozen=True)
@@ -58,16 +72,47 @@ def track(
     group: str,
     index: FenceIndex,
     cfg: FenceConfig,
+    observed: Observed | None = None,
 ) -> list[Derived]:
-    """Advance one device's fence state by one fix (in fix-time order)."""
+    """Advance one device's fence state by one fix (in fix-time order).
+
+    ``observed``: what the fix is to the device's stop (``motion.observe``); without
+    it every fix is judged on its own."""
+    if observed is not None and observed.verdict != stop_cluster.MOVING:
+        verdict = observed.verdict
+        if verdict == stop_cluster.HELD:
+            return []  # beyond the stop, not yet a departure: it may be a jump
+        cluster = observed.cluster
+        if verdict == stop_cluster.STILL and cluster is not None:
+            if stop_cluster.established(cluster):
+                return _judge_stop(state, fix, group, index, cfg, cluster)
+            if not cluster.get("arrived", True):
+                # Never seen moving: where it stands is for its stop to say, not a fix.
+                state["last"] = [fix["t"], fix["lat"], fix["lon"]]
+                return []
+        if verdict == stop_cluster.DEPARTED:
+            out: list[Derived] = []
+            for t, lat, lon, acc, _ in observed.run:
+                out.extend(_track_fix(state, {"t": t, "lat": lat, "lon": lon, "acc": acc},
+                                      group, index, cfg))
+            out.extend(_track_fix(state, fix, group, index, cfg))
+            if len(out) > 1:
+                out.sort(key=_fix_time)
+            return out
+    return _track_fix(state, fix, group, index, cfg)
+
+
+def _track_fix(state: FenceState, fix: dict[str, Any], group: str, index: FenceIndex,
+               cfg: FenceConfig) -> list[Derived]:
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
     inside = state["inside"]
     pending = state["pending"]
+    lone = state.get("lone")
     last = state["last"]
     joined = last is not None and 0 < t - last[0] <= cfg.crossing_max_gap_s
     if not joined:
         last = None
-    if not inside and not pending and type(lat7) is int and type(lon7) is int:
+    if not inside and not pending and not lone and type(lat7) is int and type(lon7) is int:
         # Most fixes: in no fence's state, and no fence's box holds the fix or meets the
         # segment from the last one. Nothing can happen; only "last" moves on.
         if index.clear_e7(last[1], last[2], lat7, lon7) if last is not None \
@@ -80,13 +125,15 @@ def track(
     near, passed = index.near_along(lat, lon, prev)
     # Most fixes meet no fence at all: every step below is skipped when it has nothing to do.
     candidates = {f.id: f for f in near} if near else {}
-    if inside or pending:
+    if inside or pending or lone:
         by_id = index.by_id
-        for fid in list(inside) + list(pending):
+        for fid in list(inside) + list(pending) + (list(lone) if lone else []):
             fence = by_id.get(fid)
             if fence is None:  # the fence was removed: forget it quietly
                 inside.pop(fid, None)
                 pending.pop(fid, None)
+                if lone:
+                    lone.pop(fid, None)
             else:
                 candidates[fid] = fence
     if candidates:
@@ -102,16 +149,26 @@ def track(
                 _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
             elif fence.applies(group, t):
                 d = fence.signed_distance_about(lat, lon, threshold)
+                if lone and fence.id in lone:
+                    seen = lone.pop(fence.id)
+                    if d <= threshold and fence.signed_distance_about(lat, lon, 0.0) <= 0:
+                        _lone_passage(fence, seen, fix, cfg, out)
+                        pending.pop(fence.id, None)
+                        continue
+                elif last is not None and d > -SLACK_M and fence.id not in pending \
+                        and fence.signed_distance_about(lat, lon, 0.0) > 0:
+                    # Inside, the fix before was not: alone, it may be a passage.
+                    if lone is None:
+                        lone = state["lone"] = {}
+                    lone[fence.id] = [last[0], last[1], last[2], t, lat7, lon7,
+                                      fix.get("acc", 0) or 0]
                 _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
             else:  # a streak must not survive the fence's off hours (or a group change)
                 pending.pop(fence.id, None)
-    for fid, info in inside.items():
-        fence = index.by_id[fid]
-        dwell = fence.dwell_s if fence.dwell_s is not None else cfg.dwell_s
-        if not info["dwell"] and t - info["since"] >= dwell:
-            info["dwell"] = True
-            out.append(Derived("geofence_dwell", t, lat7, lon7, fid,
-                               {"since": info["since"], "seconds": t - info["since"]}))
+                if lone:
+                    lone.pop(fence.id, None)
+    if inside:
+        _dwell(inside, index, t, lat7, lon7, cfg, out)
     if passed and last is not None:
         out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg,
                               passed))
@@ -123,6 +180,147 @@ def track(
 
 def _fix_time(e: Derived) -> int:
     return e.t
+
+
+def _judge_stop(state: FenceState, fix: dict[str, Any], group: str, index: FenceIndex,
+                cfg: FenceConfig, cluster: Cluster) -> list[Derived]:
+    """A fix of an established stop: the stop's mean decides, not the fix."""
+    t = fix["t"]
+    inside, pending = state["inside"], state["pending"]
+    if pending:
+        pending.clear()  # streaks of single fixes mean nothing once a stop is judged
+    if state.get("lone"):
+        state["lone"] = {}
+    clat, clon = stop_cluster.center(cluster)
+    lat7, lon7 = round(clat), round(clon)
+    state["last"] = [t, lat7, lon7]  # crossings after the stop start from its centre
+    if t - cluster["t0"] < STOP_MIN_S or not inside and index.clear_e7(lat7, lon7, lat7, lon7):
+        return []
+    lat, lon = clat * 1e-7, clon * 1e-7
+    need = STOP_SIGMAS * stop_cluster.standard_error(cluster)
+    if need < STOP_FLOOR_M:
+        need = STOP_FLOOR_M
+    out: list[Derived] = []
+    candidates = {f.id: f for f in index.near(lat, lon)}
+    by_id = index.by_id
+    for fid in list(inside):
+        fence = by_id.get(fid)
+        if fence is None:
+            del inside[fid]
+        else:
+            candidates[fid] = fence
+    began = cluster["t0"]
+    for fence in candidates.values():
+        if fence.id in inside:
+            if fence.signed_distance_about(lat, lon, -need) < -need:
+                # The stop is outside, whatever the fixes before it said.
+                info = inside[fence.id]
+                left = began if began > info["since"] else info["since"]
+                info["out_t"], info["out_lat"], info["out_lon"] = left, lat7, lon7
+                _leave(fence, inside, cfg, out)
+        elif fence.applies(group, t) and fence.signed_distance_about(lat, lon, need) > need:
+            # Since the stop began, unless the fence's hours opened it since (looked at
+            # every quarter of an hour): then from now.
+            since = began if fence.hours is None or all(
+                fence.applies(group, x) for x in range(began, t, 900)) else t
+            _arrive(fence, inside, since, lat7, lon7, out)
+            inside[fence.id]["stop"] = True
+    _dwell(inside, index, t, lat7, lon7, cfg, out)
+    if len(out) > 1:
+        out.sort(key=_fix_time)
+    return out
+
+
+def _lone_passage(fence: Fence, seen: Lone, fix: dict[str, Any], cfg: FenceConfig,
+                  out: list[Derived]) -> None:
+    """The fix before this one was inside ``fence`` alone, between two outside.
+
+    It is a passage when it lies on the way from the fix before it to this one (else
+    it is an outlier, and the way alone is judged as any two fixes are) and either it
+    is deeper than its accuracy can explain or the way passes deep enough."""
+    t0, lat0, lon0, tp, latp, lonp, accp = (int(v) for v in seen)
+    t, lat, lon = fix["t"], fix["lat"], fix["lon"]
+    if not t0 < tp < t or t - t0 > 2 * cfg.crossing_max_gap_s:
+        return
+    acc = fix.get("acc", 0) or 0
+    k = (tp - t0) / (t - t0)
+    off = distance_m(round(lat0 + k * (lat - lat0)), round(lon0 + k * (lon - lon0)), latp, lonp)
+    margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
+    a, p, b = (lat0 * 1e-7, lon0 * 1e-7), (latp * 1e-7, lonp * 1e-7), (lat * 1e-7, lon * 1e-7)
+    way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, accp))
+    if off > 1.5 * (accp + acc) + 5:  # standard deviations are about half the accuracy
+        if way is not None:  # not on the way: judge the way without it
+            _passage(fence, [t0, lat0, lon0], fix, way, out)
+        return
+    deep = fence.signed_distance(*p) > margin + LONE_SIGMAS * accp / 2
+    if not (deep or way is not None):
+        return
+    into, out_of = fence.crossing(a, p), fence.crossing(p, b)
+    t_in = t0 + round((into[0] if into else 0.5) * (tp - t0))
+    t_out = tp + round((out_of[1] if out_of else 0.5) * (t - tp))
+    f_in = into[0] if into else 0.5
+    f_out = out_of[1] if out_of else 0.5
+    where_in = (round(lat0 + f_in * (latp - lat0)), round(lon0 + f_in * (lonp - lon0)))
+    where_out = (round(latp + f_out * (lat - latp)), round(lonp + f_out * (lon - lonp)))
+    _passage_events(fence, t_in, where_in, t_out, where_out, out)
+
+
+def _passage(fence: Fence, last: list[int], fix: dict[str, Any], span: tuple[float, float],
+             out: list[Derived]) -> None:
+    """Enter and exit at the fractions ``span`` of the segment from ``last`` to ``fix``."""
+    dt = fix["t"] - last[0]
+    t_in = last[0] + round(span[0] * dt)
+    t_out = last[0] + round(span[1] * dt)
+    where_in = (round(last[1] + span[0] * (fix["lat"] - last[1])),
+                round(last[2] + span[0] * (fix["lon"] - last[2])))
+    where_out = (round(last[1] + span[1] * (fix["lat"] - last[1])),
+                 round(last[2] + span[1] * (fix["lon"] - last[2])))
+    _passage_events(fence, t_in, where_in, t_out, where_out, out)
+
+
+def _passage_events(fence: Fence, t_in: int, where_in: tuple[int, int], t_out: int,
+                    where_out: tuple[int, int], out: list[Derived]) -> None:
+    data = {"name": fence.name, "kind": fence.kind, "interpolated": True}
+    out.append(Derived("geofence_enter", t_in, *where_in, fence.id, dict(data)))
+    if fence.kind == "no-go":
+        out.append(Derived("no_go_enter", t_in, *where_in, fence.id,
+                           {"name": fence.name, "interpolated": True}))
+    out.append(Derived("geofence_exit", t_out, *where_out, fence.id, dict(data, since=t_in)))
+
+
+def _arrive(fence: Fence, inside: dict[str, Inside], t: int, lat: int, lon: int,
+            out: list[Derived]) -> None:
+    inside[fence.id] = {"since": t, "lat": lat, "lon": lon, "out": 0, "out_t": 0,
+                        "dwell": False}
+    out.append(Derived("geofence_enter", t, lat, lon, fence.id,
+                       {"name": fence.name, "kind": fence.kind}))
+    if fence.kind == "no-go":
+        out.append(Derived("no_go_enter", t, lat, lon, fence.id, {"name": fence.name}))
+
+
+def _leave(fence: Fence, inside: dict[str, Inside], cfg: FenceConfig,
+           out: list[Derived]) -> None:
+    """Exit at ``out_t`` (and the visit, for a long enough stay)."""
+    info = inside.pop(fence.id)
+    left = info["out_t"]
+    out.append(Derived("geofence_exit", left, info.get("out_lat", info["lat"]),
+                       info.get("out_lon", info["lon"]), fence.id,
+                       {"name": fence.name, "kind": fence.kind, "since": info["since"]}))
+    if fence.kind in VISIT_KINDS and left - info["since"] >= cfg.visit_min_s:
+        out.append(Derived("visit", left, info["lat"], info["lon"], fence.id,
+                           {"site": fence.id, "name": fence.name, "arrive": info["since"],
+                            "leave": left, "duration_s": left - info["since"]}))
+
+
+def _dwell(inside: dict[str, Inside], index: FenceIndex, t: int, lat7: int, lon7: int,
+           cfg: FenceConfig, out: list[Derived]) -> None:
+    for fid, info in inside.items():
+        fence = index.by_id[fid]
+        dwell = fence.dwell_s if fence.dwell_s is not None else cfg.dwell_s
+        if not info["dwell"] and t - info["since"] >= dwell:
+            info["dwell"] = True
+            out.append(Derived("geofence_dwell", t, lat7, lon7, fid,
+                               {"since": info["since"], "seconds": t - info["since"]}))
 
 
 def _maybe_enter(fence: Fence, inside: dict[str, Inside], pending: dict[str, Pending], d: float,
@@ -137,13 +335,7 @@ def _maybe_enter(fence: Fence, inside: dict[str, Inside], pending: dict[str, Pen
         pending[fence.id] = (n, first_t, first_lat, first_lon)
         return
     pending.pop(fence.id, None)
-    inside[fence.id] = {"since": first_t, "lat": first_lat, "lon": first_lon, "out": 0,
-                        "out_t": 0, "dwell": False}
-    out.append(Derived("geofence_enter", first_t, first_lat, first_lon, fence.id,
-                       {"name": fence.name, "kind": fence.kind}))
-    if fence.kind == "no-go":
-        out.append(Derived("no_go_enter", first_t, first_lat, first_lon, fence.id,
-                           {"name": fence.name}))
+    _arrive(fence, inside, first_t, first_lat, first_lon, out)
 
 
 def _maybe_exit(fence: Fence, inside: dict[str, Inside], d: float, threshold: float,
@@ -157,14 +349,7 @@ def _maybe_exit(fence: Fence, inside: dict[str, Inside], d: float, threshold: fl
     info["out"] += 1
     if info["out"] < cfg.confirm_fixes:
         return
-    del inside[fence.id]
-    left = info["out_t"]
-    out.append(Derived("geofence_exit", left, info["out_lat"], info["out_lon"], fence.id,
-                       {"name": fence.name, "kind": fence.kind, "since": info["since"]}))
-    if fence.kind in VISIT_KINDS and left - info["since"] >= cfg.visit_min_s:
-        out.append(Derived("visit", left, info["lat"], info["lon"], fence.id,
-                           {"site": fence.id, "name": fence.name, "arrive": info["since"],
-                            "leave": left, "duration_s": left - info["since"]}))
+    _leave(fence, inside, cfg, out)
 
 
 def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceIndex,
@@ -209,18 +394,5 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
         span = fence.crossing(a, b, depth=depth)
         if span is None:
             continue
-        dt = fix["t"] - last[0]
-        t_in = last[0] + round(span[0] * dt)
-        t_out = last[0] + round(span[1] * dt)
-        lat_in = round(last[1] + span[0] * (fix["lat"] - last[1]))
-        lon_in = round(last[2] + span[0] * (fix["lon"] - last[2]))
-        lat_out = round(last[1] + span[1] * (fix["lat"] - last[1]))
-        lon_out = round(last[2] + span[1] * (fix["lon"] - last[2]))
-        data = {"name": fence.name, "kind": fence.kind, "interpolated": True}
-        out.append(Derived("geofence_enter", t_in, lat_in, lon_in, fence.id, dict(data)))
-        if fence.kind == "no-go":
-            out.append(Derived("no_go_enter", t_in, lat_in, lon_in, fence.id,
-                               {"name": fence.name, "interpolated": True}))
-        out.append(Derived("geofence_exit", t_out, lat_out, lon_out, fence.id,
-                           dict(data, since=t_in)))
+        _passage(fence, last, fix, span, out)
     return out

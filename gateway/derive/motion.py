@@ -4,8 +4,10 @@ Traccar's defaults are the reference: a trip needs 500 m or 300 s, a stop of 300
 ends it, a data gap over an hour ends it. Ignition decides when the device reports
 it; motion decides otherwise. GPS jitter while parked moves a fix by metres, never
 at a plausible speed for long: the odometer only grows on a step that is both longer
-than the fixes' accuracy and made at driving speed. Pure logic over a typed state
-(``state.MotionState``).
+than the fixes' accuracy and made at driving speed. And a stopped device leaves its
+stop only on sustained displacement (``stop_cluster``): one jump of 15-70 m with a
+speed of about zero, or a modem's scatter, is neither a trip nor distance. Pure logic
+over a typed state (``state.MotionState``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fieldtrack.gateway.derive import stop_cluster
 from fieldtrack.gateway.derive.fence_tracker import Derived
-from fieldtrack.gateway.derive.state import MotionState, Trip
+from fieldtrack.gateway.derive.state import Cluster, MotionState, Trip
+from fieldtrack.gateway.derive.stop_cluster import Observed
 from fieldtrack.gateway.geo import distance_m
 
 
@@ -37,9 +41,22 @@ def new_state() -> MotionState:
             "still_since": None, "stop_sent": False, "idle_sent": False, "over": None}
 
 
+def observe(state: MotionState, fix: dict[str, Any], cfg: MotionConfig) -> Observed:
+    """Whether the fix is part of a stop (``stop_cluster``); call before ``step``."""
+    before = state.get("cluster")
+    verdict, cluster, run = stop_cluster.observe(before, fix, cfg.moving_kmh)
+    state["cluster"] = cluster
+    return Observed(verdict, run, before if verdict == stop_cluster.DEPARTED else cluster)
+
+
 def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
-         cfg: MotionConfig) -> list[Derived]:
+         cfg: MotionConfig, observed: Observed | None = None) -> list[Derived]:
+    """One fix in fix-time order; ``observed`` is ``observe``'s answer for it (asked
+    here when None)."""
     out: list[Derived] = []
+    if observed is None:
+        observed = observe(state, fix, cfg)
+    verdict, run, left = observed
     t, lat, lon, spd = fix["t"], fix["lat"], fix["lon"], fix["spd"]
     acc = fix.get("acc", 0)
     ign = bool(fix.get("ign", False))
@@ -51,17 +68,23 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
         gap = t - last["t"]
         if gap > cfg.gap_max_s and state["trip"] is not None:
             _end_trip(state, last["t"], last["lat"], last["lon"], "gap", cfg, out)
-        step_m = distance_m(last["lat"], last["lon"], lat, lon)
-        # Two fixes of a van standing still can each be off by their accuracy, in
-        # opposite directions: only a step longer than both together can be motion.
-        floor = acc + last.get("acc", 0)
-        if floor < cfg.odometer_min_step_m:
-            floor = cfg.odometer_min_step_m
-        if step_m > floor and (spd >= cfg.moving_kmh
-                               or (gap > 0 and step_m / gap * 3.6 >= cfg.moving_kmh)):
-            moved = step_m
-            state["odometer_m"] += step_m
-    moving = spd >= cfg.moving_kmh or moved > 0
+        if verdict == stop_cluster.MOVING:
+            step_m = distance_m(last["lat"], last["lon"], lat, lon)
+            # Two fixes of a van standing still can each be off by their accuracy, in
+            # opposite directions: only a step longer than both together can be motion.
+            floor = acc + last.get("acc", 0)
+            if floor < cfg.odometer_min_step_m:
+                floor = cfg.odometer_min_step_m
+            if step_m > floor and (spd >= cfg.moving_kmh
+                                   or (gap > 0 and step_m / gap * 3.6 >= cfg.moving_kmh)):
+                moved = step_m
+    if verdict == stop_cluster.DEPARTED:
+        moved = _departure_m(left, run, fix, last)
+    state["odometer_m"] += moved
+    if verdict == stop_cluster.MOVING:
+        moving = spd >= cfg.moving_kmh or moved > 0
+    else:
+        moving = verdict == stop_cluster.DEPARTED
     driving = (ign and moving) if state["ign_seen"] else moving
     if driving:
         if state["still_since"] is not None:
@@ -69,8 +92,11 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
         state["stop_sent"] = state["idle_sent"] = False
         trip = state["trip"]
         if trip is None:
-            trip = state["trip"] = {"start": t, "lat": lat, "lon": lon, "dist": 0.0,
-                                    "max": spd, "announced": False}
+            first = run[0] if run else None
+            trip = state["trip"] = {
+                "start": first[0] if first else t, "lat": first[1] if first else lat,
+                "lon": first[2] if first else lon, "dist": 0.0,
+                "max": max([spd] + [h[4] for h in run]), "announced": False}
         trip["dist"] += moved
         if spd > trip["max"]:
             trip["max"] = spd
@@ -101,6 +127,23 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
     else:  # in place: this runs for every fix
         last["t"], last["lat"], last["lon"], last["acc"] = t, lat, lon, acc
     return out
+
+
+def _departure_m(left: Cluster | None, run: list[list[int]], fix: dict[str, Any],
+                 last: Any) -> float:
+    """From the stop's centre through the held fixes to this one."""
+    if left is not None:
+        lat0, lon0 = stop_cluster.center(left)
+        a = (round(lat0), round(lon0))
+    elif last is not None:
+        a = (last["lat"], last["lon"])
+    else:
+        return 0.0
+    total = 0.0
+    for h in run:
+        total += distance_m(a[0], a[1], h[1], h[2])
+        a = (h[1], h[2])
+    return total + distance_m(a[0], a[1], fix["lat"], fix["lon"])
 
 
 def _qualifies(trip: Trip, t: int, cfg: MotionConfig) -> bool:

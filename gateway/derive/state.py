@@ -42,6 +42,23 @@ class Overspeed(TypedDict):
     sent: bool
 
 
+class Cluster(TypedDict):
+    """The fixes of a (possible) stop, as sums: see ``stop_cluster``."""
+
+    t0: int  # the first member's fix time
+    t: int  # the newest member's
+    lat0: int  # the anchor: member offsets are metres east (x) and north (y) of it
+    lon0: int
+    kx: float  # metres per 1e-7 degree of longitude at the anchor
+    n: int
+    sx: float
+    sy: float
+    sq: float  # sum of x*x + y*y
+    sacc: float  # sum of the members' reported accuracies
+    held: list[list[int]]  # fixes beyond the gate: [t, lat, lon, acc, spd, distance]
+    arrived: NotRequired[bool]  # the device drove to it (not so for its very first fix)
+
+
 class MotionState(TypedDict):
     last: LastFix | None
     odometer_m: float
@@ -51,6 +68,7 @@ class MotionState(TypedDict):
     stop_sent: bool
     idle_sent: bool
     over: Overspeed | None
+    cluster: NotRequired[Cluster | None]  # the stop the device is in (or may be)
 
 
 class Inside(TypedDict):
@@ -64,15 +82,21 @@ class Inside(TypedDict):
     out_lat: NotRequired[int]
     out_lon: NotRequired[int]
     dwell: bool  # geofence_dwell was sent
+    stop: NotRequired[bool]  # entered by the judgement of a stop, not by fixes
 
 
 # fence id -> (fixes beyond the entry threshold in a row, first one's t, lat, lon)
 Pending = tuple[int, int, int, int]
 
 
+# fence id -> a fix inside it after one outside: [t0, lat0, lon0, t, lat, lon, acc, depth]
+Lone = list[float]
+
+
 class FenceState(TypedDict):
     inside: dict[str, Inside]
     pending: dict[str, Pending]
+    lone: NotRequired[dict[str, Lone]]
     last: list[int] | None  # [t, lat, lon] of the newest judged fix
 
 

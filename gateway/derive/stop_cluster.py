@@ -1,0 +1,144 @@
+"""Is the device standing still? The fixes of a stop, judged as one cluster.
+
+A parked receiver's fixes scatter around where it stands, now and then one lands
+tens of metres off (multipath), and its reported speed stays near zero. Fix by fix,
+that looks like short hops; as a cluster it is one place whose centre (the mean of
+the fixes close to it) gets more certain with every fix. So a fix is a member when
+it lies within a gate around the centre that grows with the scatter seen and the
+accuracy reported. A fix beyond the gate is held: it alone proves nothing (it may be
+a jump that returns). The device has left only when the held fixes show sustained
+displacement: at least two in a row, the last beyond the departure distance, none
+coming back towards the centre, with a reported speed of moving or a third fix
+further still. Until a cluster has ``ESTABLISHED`` members it is young: the device
+may be just passing, and a fix beyond the gate or at moving speed ends it.
+
+``observe`` returns what the fix means (``MOVING``, ``STILL``, ``HELD``,
+``DEPARTED``); the fence tracker and the motion rules act on that. Pure logic over a
+typed state (``state.Cluster``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from fieldtrack.gateway.derive.state import Cluster
+from fieldtrack.gateway.geo import M_PER_DEG
+
+MOVING = 0  # not part of a stop: judge the fix on its own
+STILL = 1  # a member of the stop: the stop is judged as a whole
+HELD = 2  # beyond the stop, not (yet) a departure: evidence of nothing so far
+DEPARTED = 3  # the held fixes and this one are a departure, in this order
+
+ESTABLISHED = 3  # members before a cluster is a stop rather than a slow fix or two
+GATE_MIN_M = 20.0  # the gate never shrinks below this: a receiver's fixes are not that good
+GATE_MAX_M = 80.0
+GATE_SIGMAS = 4.0  # the gate, in standard deviations (per axis) of the stop's fixes
+DEPART_MIN_M = 50.0  # a departure reaches at least this far, and twice the gate
+DECORRELATION_S = 10.0  # fixes closer in time than this err alike: not independent
+MAX_HELD = 4
+_KY = M_PER_DEG * 1e-7  # metres per 1e-7 degree of latitude
+
+
+class Observed(NamedTuple):
+    """What a fix is to the stop it may belong to."""
+
+    verdict: int  # MOVING, STILL, HELD or DEPARTED
+    run: list[list[int]]  # on DEPARTED, the held fixes before this one: [t, lat, lon, acc, spd]
+    cluster: Cluster | None  # the stop judged against: on DEPARTED the one left
+
+
+def new(fix: dict[str, Any], arrived: bool = True) -> Cluster:
+    """A cluster of one fix (its anchor: member offsets are metres from it).
+
+    ``arrived``: the device moved to it (False for a device's very first fix)."""
+    lat = fix["lat"]
+    return {"t0": fix["t"], "t": fix["t"], "lat0": lat, "lon0": fix["lon"],
+            "kx": _KY * math.cos(lat * 1e-7 * math.pi / 180), "n": 1, "sx": 0.0, "sy": 0.0,
+            "sq": 0.0, "sacc": float(fix.get("acc", 0) or 0), "held": [], "arrived": arrived}
+
+
+def established(c: Cluster) -> bool:
+    return c["n"] >= ESTABLISHED
+
+
+def center(c: Cluster) -> tuple[float, float]:
+    """The mean of the members, in 1e-7 degrees (floats)."""
+    n = c["n"]
+    return c["lat0"] + c["sy"] / n / _KY, c["lon0"] + c["sx"] / n / c["kx"]
+
+
+def sigma(c: Cluster) -> float:
+    """Metres: the spread of one fix per axis, from the scatter seen or the accuracy
+    reported, whichever is larger (a receiver may claim better than it does)."""
+    n = c["n"]
+    reported = c["sacc"] / n / 2  # accuracies are about two standard deviations
+    if n < 2:
+        return max(reported, 1.0)
+    mx, my = c["sx"] / n, c["sy"] / n
+    var = (c["sq"] / n - mx * mx - my * my) * n / (n - 1) / 2
+    seen = math.sqrt(var) if var > 0 else 0.0
+    return max(reported, seen, 1.0)
+
+
+def standard_error(c: Cluster) -> float:
+    """Metres per axis: how far the centre may be from where the device stands."""
+    independent = 1 + (c["t"] - c["t0"]) / DECORRELATION_S
+    n = c["n"] if c["n"] < independent else independent
+    return sigma(c) / math.sqrt(n)
+
+
+def gate(c: Cluster) -> float:
+    g = GATE_SIGMAS * sigma(c)
+    return GATE_MIN_M if g < GATE_MIN_M else (GATE_MAX_M if g > GATE_MAX_M else g)
+
+
+def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
+            ) -> tuple[int, Cluster, list[list[int]]]:
+    """One fix (in fix-time order): its verdict, the cluster now, and on ``DEPARTED``
+    the held fixes ([t, lat, lon, acc, spd]) that belong to the departure."""
+    if c is None:
+        if fix["spd"] >= moving_kmh:
+            return MOVING, new(fix), []
+        return STILL, new(fix, arrived=False), []
+    x = (fix["lon"] - c["lon0"]) * c["kx"]
+    y = (fix["lat"] - c["lat0"]) * _KY
+    n = c["n"]
+    dx, dy = x - c["sx"] / n, y - c["sy"] / n
+    d = math.sqrt(dx * dx + dy * dy)
+    young = n < ESTABLISHED
+    if young and fix["spd"] >= moving_kmh:
+        return MOVING, new(fix), []
+    if d <= (GATE_MIN_M if young and n == 1 else gate(c)):
+        c["n"] = n + 1
+        c["t"] = fix["t"]
+        c["sx"] += x
+        c["sy"] += y
+        c["sq"] += x * x + y * y
+        c["sacc"] += fix.get("acc", 0) or 0
+        if c["held"]:
+            c["held"] = []  # it came back: what was held was a jump, not a departure
+        return STILL, c, []
+    if young and c.get("arrived", True):
+        return MOVING, new(fix), []
+    return _beyond(c, fix, d, moving_kmh)
+
+
+def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
+            ) -> tuple[int, Cluster, list[list[int]]]:
+    held = c["held"]
+    if held and held[-1][5] > d + (fix.get("acc", 0) or 0):
+        held.clear()  # coming back towards the centre: not a departure, start again
+    entry = [fix["t"], fix["lat"], fix["lon"], fix.get("acc", 0) or 0, fix["spd"], round(d)]
+    depart = max(DEPART_MIN_M, 2 * gate(c))
+    if held and d > depart:
+        prev = held[-1]
+        speeds = fix["spd"] >= moving_kmh or prev[4] >= moving_kmh
+        further = len(held) >= 2 and held[-2][5] <= prev[5] <= d
+        if speeds or further:
+            run = [h[:5] for h in held]
+            return DEPARTED, new(fix), run
+    held.append(entry)
+    if len(held) > MAX_HELD:
+        del held[0]
+    return HELD, c, []
