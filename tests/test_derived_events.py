@@ -275,16 +275,18 @@ def test_a_trip_by_motion_ends_after_300_s_still_dated_when_it_stopped() -> None
 
 
 def test_300_s_of_slow_driving_is_a_trip_though_shorter_than_500_m() -> None:
-    # 480 m at 5.4 km/h: 15 m every 10 s for 320 s. It qualifies at T+310.
+    # 480 m at 5.4 km/h: 15 m every 10 s for 320 s. The fix at T+10 is within 20 m of
+    # where it stood; from T+20 on it is beyond, going further: the trip starts there
+    # (from the stop's centre, 7.5 m out) and qualifies at T+320.
     track = Track(T).drive(0, 480, 5.4).park(400)
     events, _ = run(fences(), track.fixes)
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
+        ("trip_start", T + 20, ""),
         ("trip_end", T + 330, ""),
         ("stop", T + 330, ""),
     ]
-    assert of_kind(events, "trip_end")[0].data["distance_m"] == 480
+    assert of_kind(events, "trip_end")[0].data["distance_m"] == 473
 
 
 def test_moving_the_van_100_m_across_the_yard_is_not_a_trip() -> None:
@@ -556,11 +558,11 @@ STATIONARY = [
     "quectel-eg25-g-2", "quectel-l76k-nmea", "sirfstarv-nmea", "skytraq-fix", "sl869",
     "st-teseo-liv3f", "telit-he910", "telit-pls83-w", "ublox-8", "ublox-neo-m9n-nmea",
     "ublox-zed-f9p-nmea", "unicore-um621",
-    pytest.param("quectel-eg25-g", marks=pytest.mark.xfail(strict=True, reason=(
-        "a phone modem fixing on 3-5 GPS satellites: within 30 s its fixes scatter up to "
-        "190 m around their median at a reported 1-12 km/h, while HDOP 1.1-4.1 claims "
-        "6-21 m; neither the accuracy margins nor the odometer's step rule can tell that "
-        "from walking, so fences are crossed and a trip of about 600 m starts"))),
+    # A phone modem fixing on 3-5 GPS satellites: within 30 s its fixes scatter up to
+    # 190 m around their median at a reported 1-12 km/h, while HDOP 1.1-4.1 claims
+    # 6-21 m. Its scatter widens its stop; its jumps come back or outrun the speed it
+    # reports, so none is a departure.
+    "quectel-eg25-g",
 ]
 UERE_M = 5  # metres of error per unit of HDOP (gpsd's eph for mt3339.log: 4.7 m at 0.98)
 

@@ -36,7 +36,7 @@ GATE_MAX_M = 80.0
 GATE_SIGMAS = 4.0  # the gate, in standard deviations (per axis) of the stop's fixes
 DEPART_MIN_M = 50.0  # a departure reaches at least this far, and twice the gate
 DECORRELATION_S = 10.0  # fixes closer in time than this err alike: not independent
-MAX_HELD = 4
+MAX_HELD = 4  # held fixes that neither return nor depart: scatter, after all
 _KY = M_PER_DEG * 1e-7  # metres per 1e-7 degree of latitude
 
 
@@ -106,22 +106,32 @@ def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
     n = c["n"]
     dx, dy = x - c["sx"] / n, y - c["sy"] / n
     d = math.sqrt(dx * dx + dy * dy)
-    young = n < ESTABLISHED
-    if young and fix["spd"] >= moving_kmh:
+    # Young and driven to: the device may only be slowing down, or passing.
+    passing = n < ESTABLISHED and c.get("arrived", True)
+    if passing and fix["spd"] >= moving_kmh:
         return MOVING, new(fix), []
-    if d <= (GATE_MIN_M if young and n == 1 else gate(c)):
-        c["n"] = n + 1
-        c["t"] = fix["t"]
-        c["sx"] += x
-        c["sy"] += y
-        c["sq"] += x * x + y * y
-        c["sacc"] += fix.get("acc", 0) or 0
+    # A fix reporting a moving speed joins only when very close: else it is held.
+    if d <= GATE_MIN_M or d <= gate(c) and n > 1 and fix["spd"] < moving_kmh:
+        _add(c, fix, x, y)
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
         return STILL, c, []
-    if young and c.get("arrived", True):
+    if passing:
         return MOVING, new(fix), []
     return _beyond(c, fix, d, moving_kmh)
+
+
+def _metres(c: Cluster, lat1: int, lon1: int, lat2: int, lon2: int) -> float:
+    return math.hypot((lat2 - lat1) * _KY, (lon2 - lon1) * c["kx"])
+
+
+def _add(c: Cluster, fix: dict[str, Any], x: float, y: float) -> None:
+    c["n"] += 1
+    c["t"] = fix["t"]
+    c["sx"] += x
+    c["sy"] += y
+    c["sq"] += x * x + y * y
+    c["sacc"] += fix.get("acc", 0) or 0
 
 
 def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
@@ -133,12 +143,22 @@ def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
     depart = max(DEPART_MIN_M, 2 * gate(c))
     if held and d > depart:
         prev = held[-1]
-        speeds = fix["spd"] >= moving_kmh or prev[4] >= moving_kmh
+        fastest = fix["spd"] if fix["spd"] > prev[4] else prev[4]
+        # Driving away at the speed reported (twice that, and both fixes' error, at
+        # most): a longer step is a jump, whatever the speed says.
+        step = _metres(c, prev[1], prev[2], fix["lat"], fix["lon"])
+        speeds = fastest >= moving_kmh and \
+            step <= fastest / 1.8 * (fix["t"] - prev[0]) + prev[3] + entry[3] + 10
         further = len(held) >= 2 and held[-2][5] <= prev[5] <= d
         if speeds or further:
             run = [h[:5] for h in held]
             return DEPARTED, new(fix), run
     held.append(entry)
-    if len(held) > MAX_HELD:
-        del held[0]
+    if len(held) >= MAX_HELD:
+        # Fixes that neither come back nor go away are the stop's own scatter, wider
+        # than the gate assumed: they join it (and widen the gate).
+        for t, lat, lon, acc, _, _ in held:
+            _add(c, {"t": t, "acc": acc}, (lon - c["lon0"]) * c["kx"], (lat - c["lat0"]) * _KY)
+        c["held"] = []
+        return STILL, c, []
     return HELD, c, []
