@@ -5,9 +5,9 @@ unless it is inside (or outside) by more than a margin that grows with the fix's
 reported accuracy, for ``confirm_fixes`` fixes in a row: a fix with 30 m accuracy
 cannot prove it is 5 m inside. When two fixes straddle a small fence (sparse
 reporting, a fast van), the segment between them is tested and the passage is
-reported with interpolated times; a lone fix inside, between two outside, is a
-passage too when it lies on the way between them and either the way passes deep
-enough or the fix is deeper than its accuracy can explain.
+reported with interpolated times; fixes inside that never confirmed an entry, between
+two outside, are a passage too when the way passes deep enough or they are deeper
+than their accuracy can explain (a lone one must also lie on the way).
 
 While the device stands still (``stop_cluster``), its fixes are not judged one by
 one: the stop is, by the mean of its fixes, whose error shrinks with their number.
@@ -34,7 +34,9 @@ VISIT_KINDS = ("customer", "site")
 STOP_SIGMAS = 3.0  # a stop is inside when its mean is this many standard errors inside
 STOP_FLOOR_M = 0.5  # ...and at least this much (an error that does not average out)
 STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error drifts
-LONE_SIGMAS = 4.0  # a lone fix this many of its standard deviations past the margin
+RUN_SIGMAS = 3.0  # unconfirmed fixes inside, this many standard deviations deep together
+LONE_SIGMAS = 2.0  # ...or one alone, on the way between its neighbours, this many deep
+RUN_MAX = 8  # fixes in such a run, at most
 
 
 @dataclass(frozen=True)
@@ -149,20 +151,23 @@ def _track_fix(state: FenceState, fix: dict[str, Any], group: str, index: FenceI
                 _maybe_exit(fence, inside, d, threshold, fix, cfg, out)
             elif fence.applies(group, t):
                 d = fence.signed_distance_about(lat, lon, threshold)
-                if lone and fence.id in lone:
-                    seen = lone.pop(fence.id)
-                    if d <= threshold and fence.signed_distance_about(lat, lon, 0.0) <= 0:
-                        _lone_passage(fence, seen, fix, cfg, out)
-                        pending.pop(fence.id, None)
+                run = lone.get(fence.id) if lone else None
+                if run is not None or (last is not None and d > -SLACK_M):
+                    depth = fence.signed_distance(lat, lon) if -SLACK_M < d <= threshold \
+                        else d
+                    if run is not None and depth <= 0:
+                        del lone[fence.id]  # type: ignore[union-attr]
+                        _run_passage(fence, run, fix, cfg, out)
                         continue
-                elif last is not None and d > -SLACK_M and fence.id not in pending \
-                        and fence.signed_distance_about(lat, lon, 0.0) > 0:
-                    # Inside, the fix before was not: alone, it may be a passage.
-                    if lone is None:
-                        lone = state["lone"] = {}
-                    lone[fence.id] = [last[0], last[1], last[2], t, lat7, lon7,
-                                      fix.get("acc", 0) or 0]
+                    if depth > 0:
+                        if lone is None:
+                            lone = state["lone"] = {}
+                        _run_step(lone, fence.id, run, last, fix, depth,
+                                  fence.margin_m if fence.margin_m is not None
+                                  else cfg.margin_m)
                 _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
+                if lone and fence.id in inside:
+                    lone.pop(fence.id, None)  # confirmed fix by fix
             else:  # a streak must not survive the fence's off hours (or a group change)
                 pending.pop(fence.id, None)
                 if lone:
@@ -231,37 +236,64 @@ def _judge_stop(state: FenceState, fix: dict[str, Any], group: str, index: Fence
     return out
 
 
-def _lone_passage(fence: Fence, seen: Lone, fix: dict[str, Any], cfg: FenceConfig,
-                  out: list[Derived]) -> None:
-    """The fix before this one was inside ``fence`` alone, between two outside.
+def _run_step(lone: dict[str, Lone], fid: str, run: Lone | None, last: list[int] | None,
+              fix: dict[str, Any], depth: float, margin: float) -> None:
+    """A fix ``depth`` metres inside a fence the device is not (yet) in.
 
-    It is a passage when it lies on the way from the fix before it to this one (else
-    it is an outlier, and the way alone is judged as any two fixes are) and either it
-    is deeper than its accuracy can explain or the way passes deep enough."""
-    t0, lat0, lon0, tp, latp, lonp, accp = (int(v) for v in seen)
+    Kept: its depth in standard deviations from the edge, and beyond the margin."""
+    sigma = max(1.0, (fix.get("acc", 0) or 0) / 2)  # accuracies are about two deviations
+    t, lat, lon, acc = fix["t"], fix["lat"], fix["lon"], fix.get("acc", 0) or 0
+    if run is None:
+        if last is None:
+            return
+        lone[fid] = [last[0], last[1], last[2], t, lat, lon, acc, t, lat, lon, 1,
+                     depth / sigma, (depth - margin) / sigma]
+    elif run[10] >= RUN_MAX:
+        del lone[fid]  # a long stay along the edge: the fix-by-fix rules decide
+    else:
+        run[7:13] = [t, lat, lon, run[10] + 1, run[11] + depth / sigma,
+                     run[12] + (depth - margin) / sigma]
+
+
+def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
+                 out: list[Derived]) -> None:
+    """Fixes inside ``fence``, not confirmed, between two outside: a passage?
+
+    Yes when the way from the fix before them to this one passes deep enough (the
+    rule for two fixes with none inside), or when they are deep: several fixes
+    together more than ``RUN_SIGMAS`` standard deviations beyond the margin (z-scores
+    summed over the square root of their number), a single one ``LONE_SIGMAS`` from
+    the edge. A single fix must also lie on the way between its neighbours (else it
+    is an outlier, and only the way is judged): that it does is evidence too."""
+    t0, lat0, lon0, t1, lat1, lon1, acc1, tk, latk, lonk, k = (int(v) for v in run[:11])
     t, lat, lon = fix["t"], fix["lat"], fix["lon"]
-    if not t0 < tp < t or t - t0 > 2 * cfg.crossing_max_gap_s:
+    if not t0 < t1 <= tk < t or t - t0 > (k + 1) * cfg.crossing_max_gap_s:
         return
     acc = fix.get("acc", 0) or 0
-    k = (tp - t0) / (t - t0)
-    off = distance_m(round(lat0 + k * (lat - lat0)), round(lon0 + k * (lon - lon0)), latp, lonp)
     margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
-    a, p, b = (lat0 * 1e-7, lon0 * 1e-7), (latp * 1e-7, lonp * 1e-7), (lat * 1e-7, lon * 1e-7)
-    way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, accp))
-    if off > 1.5 * (accp + acc) + 5:  # standard deviations are about half the accuracy
-        if way is not None:  # not on the way: judge the way without it
-            _passage(fence, [t0, lat0, lon0], fix, way, out)
+    a, b = (lat0 * 1e-7, lon0 * 1e-7), (lat * 1e-7, lon * 1e-7)
+    way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1))
+    if k == 1:
+        f = (t1 - t0) / (t - t0)
+        off = distance_m(round(lat0 + f * (lat - lat0)), round(lon0 + f * (lon - lon0)),
+                         lat1, lon1)
+        if off > 1.5 * math.hypot(acc1, acc) + 5:  # three deviations, and 5 m of road
+            if way is not None:
+                _passage(fence, [t0, lat0, lon0], fix, way, out)
+            return
+    # One fix inside, on the way, is judged from the edge; more are moving along
+    # inside, and judged beyond the margin, as the fix-by-fix rules judge them.
+    deep = run[11] >= LONE_SIGMAS if k == 1 else run[12] / math.sqrt(k) >= RUN_SIGMAS
+    if not (way is not None or deep):
         return
-    deep = fence.signed_distance(*p) > margin + LONE_SIGMAS * accp / 2
-    if not (deep or way is not None):
-        return
-    into, out_of = fence.crossing(a, p), fence.crossing(p, b)
-    t_in = t0 + round((into[0] if into else 0.5) * (tp - t0))
-    t_out = tp + round((out_of[1] if out_of else 0.5) * (t - tp))
+    p1, pk = (lat1 * 1e-7, lon1 * 1e-7), (latk * 1e-7, lonk * 1e-7)
+    into, out_of = fence.crossing(a, p1), fence.crossing(pk, b)
     f_in = into[0] if into else 0.5
     f_out = out_of[1] if out_of else 0.5
-    where_in = (round(lat0 + f_in * (latp - lat0)), round(lon0 + f_in * (lonp - lon0)))
-    where_out = (round(latp + f_out * (lat - latp)), round(lonp + f_out * (lon - lonp)))
+    t_in = t0 + round(f_in * (t1 - t0))
+    t_out = tk + round(f_out * (t - tk))
+    where_in = (round(lat0 + f_in * (lat1 - lat0)), round(lon0 + f_in * (lon1 - lon0)))
+    where_out = (round(latk + f_out * (lat - latk)), round(lonk + f_out * (lon - lonk)))
     _passage_events(fence, t_in, where_in, t_out, where_out, out)
 
 

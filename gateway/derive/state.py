@@ -89,7 +89,9 @@ class Inside(TypedDict):
 Pending = tuple[int, int, int, int]
 
 
-# fence id -> a fix inside it after one outside: [t0, lat0, lon0, t, lat, lon, acc, depth]
+# fence id -> fixes inside it, not confirmed, after one outside: the fix before them
+# [t, lat, lon], the first inside [t, lat, lon, acc], the newest [t, lat, lon], their
+# number and the sum of their depths in standard deviations.
 Lone = list[float]
 
 
