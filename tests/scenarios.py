@@ -180,9 +180,6 @@ def sample(path: Path, rx: Receiver, rng: random.Random) -> list[dict[str, Any]]
     fixes: list[dict[str, Any]] = []
     t = path.legs[0].t0
     poor_until = -1
-    for leg in path.legs:
-        if leg.poor:
-            poor_until = leg.t0 + leg.poor
     end = path.legs[-1].t1
     while t <= end:
         leg = path.leg_at(t)

@@ -270,6 +270,8 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     if not t0 < t1 <= tk < t or t - t0 > (k + 1) * cfg.crossing_max_gap_s:
         return
     acc = fix.get("acc", 0) or 0
+    if distance_m(lat0, lon0, lat, lon) < 2 * (acc1 + acc) + 10:
+        return  # the two outside are where it stands: jitter, not a passage
     margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
     a, b = (lat0 * 1e-7, lon0 * 1e-7), (lat * 1e-7, lon * 1e-7)
     way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1))

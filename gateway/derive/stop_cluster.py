@@ -116,8 +116,8 @@ def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
         return STILL, c, []
-    if passing:
-        return MOVING, new(fix), []
+    if passing and n == 1:
+        return MOVING, new(fix), []  # not stopped yet: the speed may lag behind
     return _beyond(c, fix, d, moving_kmh)
 
 
