@@ -36,6 +36,7 @@ STOP_FLOOR_M = 0.5  # ...and at least this much (an error that does not average 
 STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error drifts
 RUN_SIGMAS = 3.0  # unconfirmed fixes inside, this many standard deviations deep together
 LONE_SIGMAS = 2.0  # ...or one alone, on the way between its neighbours, this many deep
+LONE_DEEP_SIGMAS = 4.0  # ...or off the way, this many deep (and moving as it says)
 RUN_MAX = 8  # fixes in such a run, at most
 
 
@@ -162,9 +163,7 @@ def _track_fix(state: FenceState, fix: dict[str, Any], group: str, index: FenceI
                     if depth > 0:
                         if lone is None:
                             lone = state["lone"] = {}
-                        _run_step(lone, fence.id, run, last, fix, depth,
-                                  fence.margin_m if fence.margin_m is not None
-                                  else cfg.margin_m)
+                        _run_step(lone, fence.id, run, last, fix, depth)
                 _maybe_enter(fence, inside, pending, d, threshold, fix, cfg, out)
                 if lone and fence.id in inside:
                     lone.pop(fence.id, None)  # confirmed fix by fix
@@ -237,22 +236,19 @@ def _judge_stop(state: FenceState, fix: dict[str, Any], group: str, index: Fence
 
 
 def _run_step(lone: dict[str, Lone], fid: str, run: Lone | None, last: list[int] | None,
-              fix: dict[str, Any], depth: float, margin: float) -> None:
-    """A fix ``depth`` metres inside a fence the device is not (yet) in.
-
-    Kept: its depth in standard deviations from the edge, and beyond the margin."""
+              fix: dict[str, Any], depth: float) -> None:
+    """A fix ``depth`` metres inside a fence the device is not (yet) in."""
     sigma = max(1.0, (fix.get("acc", 0) or 0) / 2)  # accuracies are about two deviations
     t, lat, lon, acc = fix["t"], fix["lat"], fix["lon"], fix.get("acc", 0) or 0
     if run is None:
         if last is None:
             return
         lone[fid] = [last[0], last[1], last[2], t, lat, lon, acc, t, lat, lon, 1,
-                     depth / sigma, (depth - margin) / sigma]
+                     depth / sigma, depth, fix.get("spd", 0) or 0]
     elif run[10] >= RUN_MAX:
         del lone[fid]  # a long stay along the edge: the fix-by-fix rules decide
     else:
-        run[7:13] = [t, lat, lon, run[10] + 1, run[11] + depth / sigma,
-                     run[12] + (depth - margin) / sigma]
+        run[7:13] = [t, lat, lon, run[10] + 1, run[11] + depth / sigma, run[12] + depth]
 
 
 def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
@@ -260,11 +256,13 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     """Fixes inside ``fence``, not confirmed, between two outside: a passage?
 
     Yes when the way from the fix before them to this one passes deep enough (the
-    rule for two fixes with none inside), or when they are deep: several fixes
-    together more than ``RUN_SIGMAS`` standard deviations beyond the margin (z-scores
-    summed over the square root of their number), a single one ``LONE_SIGMAS`` from
-    the edge. A single fix must also lie on the way between its neighbours (else it
-    is an outlier, and only the way is judged): that it does is evidence too."""
+    rule for two fixes with none inside), or when they are deep: several together
+    ``RUN_SIGMAS`` standard deviations (z-scores summed over the square root of their
+    number) and on average deeper than the margin by their standard error; a single one on the way between
+    its neighbours ``LONE_SIGMAS``, alone or averaged with where the way puts it;
+    a single one off the way only when it is ``LONE_DEEP_SIGMAS`` deep and its step
+    to a neighbour fits the speed it reports (else it is an outlier, and only the way
+    is judged)."""
     t0, lat0, lon0, t1, lat1, lon1, acc1, tk, latk, lonk, k = (int(v) for v in run[:11])
     t, lat, lon = fix["t"], fix["lat"], fix["lon"]
     if not t0 < t1 <= tk < t or t - t0 > (k + 1) * cfg.crossing_max_gap_s:
@@ -276,16 +274,16 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     a, b = (lat0 * 1e-7, lon0 * 1e-7), (lat * 1e-7, lon * 1e-7)
     way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1))
     if k == 1:
-        f = (t1 - t0) / (t - t0)
-        off = distance_m(round(lat0 + f * (lat - lat0)), round(lon0 + f * (lon - lon0)),
-                         lat1, lon1)
-        if off > 1.5 * math.hypot(acc1, acc) + 5:  # three deviations, and 5 m of road
+        deep = _lone_deep(fence, run, fix, acc)
+        if deep is None:
             if way is not None:
                 _passage(fence, [t0, lat0, lon0], fix, way, out)
             return
-    # One fix inside, on the way, is judged from the edge; more are moving along
-    # inside, and judged beyond the margin, as the fix-by-fix rules judge them.
-    deep = run[11] >= LONE_SIGMAS if k == 1 else run[12] / math.sqrt(k) >= RUN_SIGMAS
+    else:
+        # Their mean deeper than the margin by its standard error (the mean deviation,
+        # as their depths in metres and in deviations tell it, over the root of k).
+        deep = run[11] / math.sqrt(k) >= RUN_SIGMAS and \
+            run[12] / k > margin + run[12] / run[11] / math.sqrt(k)
     if not (way is not None or deep):
         return
     p1, pk = (lat1 * 1e-7, lon1 * 1e-7), (latk * 1e-7, lonk * 1e-7)
@@ -297,6 +295,34 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     where_in = (round(lat0 + f_in * (lat1 - lat0)), round(lon0 + f_in * (lon1 - lon0)))
     where_out = (round(latk + f_out * (lat - latk)), round(lonk + f_out * (lon - lonk)))
     _passage_events(fence, t_in, where_in, t_out, where_out, out)
+
+
+def _lone_deep(fence: Fence, run: Lone, fix: dict[str, Any], acc: int) -> bool | None:
+    """Is a lone fix inside deep enough? None: it is an outlier, off the way."""
+    t0, lat0, lon0, t1, lat1, lon1, acc1 = (int(v) for v in run[:7])
+    t, lat, lon = fix["t"], fix["lat"], fix["lon"]
+    f = (t1 - t0) / (t - t0)
+    way_lat, way_lon = lat0 + f * (lat - lat0), lon0 + f * (lon - lon0)
+    off = distance_m(round(way_lat), round(way_lon), lat1, lon1)
+    z = run[11]
+    if off > 1.5 * math.hypot(acc1, acc) + 5:  # three deviations, and 5 m of road
+        if z < LONE_DEEP_SIGMAS:
+            return None
+        spd = run[13] / 3.6
+        for (ta, la, lo), (tb, lb, lob) in (((t0, lat0, lon0), (t1, lat1, lon1)),
+                                            ((t1, lat1, lon1), (t, lat, lon))):
+            step = distance_m(la, lo, lb, lob)
+            if abs(step - spd * (tb - ta)) <= 0.25 * step + acc1 + acc:
+                return True
+        return None
+    # Where the way puts it and where it is, weighed by how well each is known: the
+    # way's error from its two ends (taken as good as this one), the fix's its own.
+    s1, s2 = max(1.0, acc1 / 2), max(1.0, acc / 2)
+    var_way = s2 * s2 * (f * f + (1 - f) * (1 - f))
+    w = s1 * s1 / (s1 * s1 + var_way)
+    mid = ((lat1 + w * (way_lat - lat1)) * 1e-7, (lon1 + w * (way_lon - lon1)) * 1e-7)
+    sigma = math.sqrt(1 / (1 / (s1 * s1) + 1 / var_way))
+    return z >= LONE_SIGMAS or fence.signed_distance(*mid) / sigma >= RUN_SIGMAS
 
 
 def _passage(fence: Fence, last: list[int], fix: dict[str, Any], span: tuple[float, float],
