@@ -36,7 +36,6 @@ STOP_FLOOR_M = 0.5  # ...and at least this much (an error that does not average 
 STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error drifts
 RUN_SIGMAS = 3.0  # unconfirmed fixes inside, this many standard deviations deep together
 LONE_SIGMAS = 2.0  # ...or one alone, on the way between its neighbours, this many deep
-LONE_DEEP_SIGMAS = 4.0  # ...or off the way, this many deep (and moving as it says)
 RUN_MAX = 8  # fixes in such a run, at most
 
 
@@ -244,7 +243,7 @@ def _run_step(lone: dict[str, Lone], fid: str, run: Lone | None, last: list[int]
         if last is None:
             return
         lone[fid] = [last[0], last[1], last[2], t, lat, lon, acc, t, lat, lon, 1,
-                     depth / sigma, depth, fix.get("spd", 0) or 0]
+                     depth / sigma, depth]
     elif run[10] >= RUN_MAX:
         del lone[fid]  # a long stay along the edge: the fix-by-fix rules decide
     else:
@@ -259,10 +258,8 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     rule for two fixes with none inside), or when they are deep: several together
     ``RUN_SIGMAS`` standard deviations (z-scores summed over the square root of their
     number) and on average deeper than the margin by their standard error; a single one on the way between
-    its neighbours ``LONE_SIGMAS``, alone or averaged with where the way puts it;
-    a single one off the way only when it is ``LONE_DEEP_SIGMAS`` deep and its step
-    to a neighbour fits the speed it reports (else it is an outlier, and only the way
-    is judged)."""
+    its neighbours ``LONE_SIGMAS``, alone, or ``RUN_SIGMAS`` averaged with where the
+    way puts it. A single one off the way is an outlier: only the way is judged."""
     t0, lat0, lon0, t1, lat1, lon1, acc1, tk, latk, lonk, k = (int(v) for v in run[:11])
     t, lat, lon = fix["t"], fix["lat"], fix["lon"]
     if not t0 < t1 <= tk < t or t - t0 > (k + 1) * cfg.crossing_max_gap_s:
@@ -272,7 +269,7 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
         return  # the two outside are where it stands: jitter, not a passage
     margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
     a, b = (lat0 * 1e-7, lon0 * 1e-7), (lat * 1e-7, lon * 1e-7)
-    way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1))
+    way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1) / 2)
     if k == 1:
         deep = _lone_deep(fence, run, fix, acc)
         if deep is None:
@@ -306,14 +303,7 @@ def _lone_deep(fence: Fence, run: Lone, fix: dict[str, Any], acc: int) -> bool |
     off = distance_m(round(way_lat), round(way_lon), lat1, lon1)
     z = run[11]
     if off > 1.5 * math.hypot(acc1, acc) + 5:  # three deviations, and 5 m of road
-        if z < LONE_DEEP_SIGMAS:
-            return None
-        spd = run[13] / 3.6
-        for (ta, la, lo), (tb, lb, lob) in (((t0, lat0, lon0), (t1, lat1, lon1)),
-                                            ((t1, lat1, lon1), (t, lat, lon))):
-            step = distance_m(la, lo, lb, lob)
-            if abs(step - spd * (tb - ta)) <= 0.25 * step + acc1 + acc:
-                return True
+        # However deep: a jump sideways keeps the speed, and so looks like a passage.
         return None
     # Where the way puts it and where it is, weighed by how well each is known: the
     # way's error from its two ends (taken as good as this one), the fix's its own.
@@ -421,7 +411,9 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
     out: list[Derived] = []
     a = (last[1] * 1e-7, last[2] * 1e-7)
     b = (fix["lat"] * 1e-7, fix["lon"] * 1e-7)
-    widen = cfg.accuracy_factor * fix.get("acc", 0)
+    # The way between two fixes is as uncertain as about one of them, whose standard
+    # deviation is about half its accuracy.
+    widen = cfg.accuracy_factor * fix.get("acc", 0) / 2
     # The segment's length in any fence's local frame is at most this (cos(lat) <= 1).
     # With both ends outside a fence (else the fence is skipped below) no point of the
     # segment is deeper inside than half its length: the signed distance changes by at
@@ -430,8 +422,8 @@ def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceInd
     reach = math.hypot((b[0] - a[0]) * M_PER_DEG, (b[1] - a[1]) * M_PER_DEG) + 3 * SLACK_M
     for fence in index.along(a, b) if passed is None else passed:
         margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
-        # The same rule as for fixes: a pass that is not deeper than the margin (plus
-        # the accuracy) inside the fence may be jitter, not a passage.
+        # As for fixes: a pass that is not deeper than the margin (plus the way's
+        # deviation) inside the fence may be jitter, not a passage.
         depth = margin + widen
         if reach < depth:
             continue
