@@ -94,9 +94,9 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
         if trip is None:
             first = run[0] if run else None
             trip = state["trip"] = {
-                "start": first[0] if first else t, "lat": first[1] if first else lat,
-                "lon": first[2] if first else lon, "dist": 0.0,
-                "max": max([spd] + [h[4] for h in run]), "announced": False}
+                "start": _left_at(left, first) if first else t,
+                "lat": first[1] if first else lat, "lon": first[2] if first else lon,
+                "dist": 0.0, "max": max([spd] + [h[4] for h in run]), "announced": False}
         trip["dist"] += moved
         if spd > trip["max"]:
             trip["max"] = spd
@@ -107,11 +107,22 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
         since = state["still_since"]
         if since is None:
             since = state["still_since"] = t
+            arrived = t
+            if last is not None:
+                arrived = _arrived_at(last, fix)
+                if left is not None and left["n"] == 2 and left["t0"] == last["t"] \
+                        and last.get("spd", 0) < cfg.moving_kmh:
+                    # The fix before was the first standing (its speed said so, its
+                    # place did not look like it yet): the stop began there.
+                    since = arrived = state["still_since"] = last["t"]
+            if state["trip"] is not None:
+                state["trip"]["arrived"] = arrived
         still = t - since
-        if state["trip"] is not None and (
+        trip = state["trip"]
+        if trip is not None and (
             (state["ign_seen"] and not ign) or still >= cfg.stop_min_s
         ):
-            end_t = since if not (state["ign_seen"] and not ign) else t
+            end_t = trip.get("arrived", since) if not (state["ign_seen"] and not ign) else t
             _end_trip(state, end_t, lat, lon, "ignition" if state["ign_seen"] and not ign
                       else "stop", cfg, out)
         if still >= cfg.stop_min_s and not state["stop_sent"]:
@@ -123,10 +134,31 @@ def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,
     if state["over"] is not None or fence_limit is not None or cfg.speed_limit_kmh:
         _overspeed(state, fix, fence_limit, cfg, out)
     if last is None:
-        state["last"] = {"t": t, "lat": lat, "lon": lon, "acc": acc}
+        state["last"] = {"t": t, "lat": lat, "lon": lon, "acc": acc, "spd": spd}
     else:  # in place: this runs for every fix
-        last["t"], last["lat"], last["lon"], last["acc"] = t, lat, lon, acc
+        last["t"], last["lat"], last["lon"], last["acc"], last["spd"] = t, lat, lon, acc, spd
     return out
+
+
+def _arrived_at(last: Any, fix: dict[str, Any]) -> int:
+    """When the device stopped: the last fix moving, plus the time its speed needed to
+    where it stands, but not after the first fix standing."""
+    spd = last.get("spd", 0)
+    if spd <= 0:
+        return int(fix["t"])
+    way = distance_m(last["lat"], last["lon"], fix["lat"], fix["lon"]) / (spd / 3.6)
+    return min(int(fix["t"]), last["t"] + round(way))
+
+
+def _left_at(left: Cluster | None, first: list[int]) -> int:
+    """When the device left its stop: the first fix away, less the time its speed
+    needed from the stop's centre, but not before the stop's last fix."""
+    t, lat, lon, _, spd = first[:5]
+    if left is None or spd <= 0:
+        return t
+    lat0, lon0 = stop_cluster.center(left)
+    away = distance_m(round(lat0), round(lon0), lat, lon) / (spd / 3.6)
+    return max(left["t"], t - round(away))
 
 
 def _departure_m(left: Cluster | None, run: list[list[int]], fix: dict[str, Any],

@@ -18,6 +18,7 @@ class LastFix(TypedDict):
     lat: int
     lon: int
     acc: int
+    spd: NotRequired[int]
 
 
 class Trip(TypedDict):
@@ -29,6 +30,7 @@ class Trip(TypedDict):
     dist: float
     max: int
     announced: bool  # trip_start was sent
+    arrived: NotRequired[int]  # when it stopped, if it did: the trip's end unless it moves on
 
 
 class Overspeed(TypedDict):
