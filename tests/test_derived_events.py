@@ -151,14 +151,14 @@ def test_a_long_stay_at_a_customer_is_one_visit() -> None:
     events, _ = run(fences(ACME), customer_stop(1200))
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
+        ("trip_start", T, ""),
         ("geofence_enter", T + 300, "acme"),
-        ("trip_end", T + 310, ""),
+        ("trip_end", T + 300, ""),
         ("stop", T + 310, ""),
         ("geofence_dwell", T + 900, "acme"),
         ("geofence_exit", T + 1510, "acme"),
         ("visit", T + 1510, "acme"),
-        ("trip_start", T + 1510, ""),
+        ("trip_start", T + 1500, ""),
     ]
     visit = of_kind(events, "visit")[0]
     assert visit.data == {"site": "acme", "name": "ACME Ltd", "arrive": T + 300,
@@ -246,44 +246,48 @@ def test_a_fence_that_opens_with_the_van_inside_is_entered_at_its_first_open_fix
 
 
 def test_a_trip_by_ignition_starts_moving_and_ends_when_the_ignition_goes_off() -> None:
-    # Ignition on and still at T, 3 km at 36 km/h (T+10 .. T+300), off from T+310.
+    # Ignition on and still at T, 3 km at 36 km/h (T .. T+300), off from T+310. The trip
+    # starts when the van left (the fix at T+10 is 100 m away at 36 km/h: T) and ends
+    # with the ignition.
     track = Track(T, ign=True).drive(0, 3000, 36).park(600, ign=False)
     events, _ = run(fences(), track.fixes)
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
+        ("trip_start", T, ""),
         ("trip_end", T + 310, ""),
         ("stop", T + 310, ""),
     ]
     assert of_kind(events, "trip_end")[0].data == {
-        "start": T + 10, "distance_m": 3000, "duration_s": 300, "max_kmh": 36,
-        "avg_kmh": 36.0, "ended_by": "ignition"}
+        "start": T, "distance_m": 3000, "duration_s": 310, "max_kmh": 36,
+        "avg_kmh": 34.8, "ended_by": "ignition"}
 
 
 def test_a_trip_by_motion_ends_after_300_s_still_dated_when_it_stopped() -> None:
+    # It arrives at T+300 at 36 km/h; the first fix standing is at T+310 (the stop).
     track = Track(T).drive(0, 3000, 36).park(600)
     events, _ = run(fences(), track.fixes)
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
-        ("trip_end", T + 310, ""),
+        ("trip_start", T, ""),
+        ("trip_end", T + 300, ""),
         ("stop", T + 310, ""),
     ]
     assert of_kind(events, "trip_end")[0].data == {
-        "start": T + 10, "distance_m": 3000, "duration_s": 300, "max_kmh": 36,
+        "start": T, "distance_m": 3000, "duration_s": 300, "max_kmh": 36,
         "avg_kmh": 36.0, "ended_by": "stop"}
 
 
 def test_300_s_of_slow_driving_is_a_trip_though_shorter_than_500_m() -> None:
     # 480 m at 5.4 km/h: 15 m every 10 s for 320 s. The fix at T+10 is within 20 m of
-    # where it stood; from T+20 on it is beyond, going further: the trip starts there
-    # (from the stop's centre, 7.5 m out) and qualifies at T+320.
+    # where it stood; from T+20 on it is beyond, going further: the trip counts from
+    # the stop's centre (7.5 m out), starts at T+10 (its last fix: 22.5 m at 5 km/h
+    # would be earlier) and qualifies at T+320.
     track = Track(T).drive(0, 480, 5.4).park(400)
     events, _ = run(fences(), track.fixes)
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 20, ""),
-        ("trip_end", T + 330, ""),
+        ("trip_start", T + 10, ""),
+        ("trip_end", T + 320, ""),
         ("stop", T + 330, ""),
     ]
     assert of_kind(events, "trip_end")[0].data["distance_m"] == 473
@@ -317,8 +321,8 @@ def test_standing_with_the_engine_running_is_a_stop_and_idling() -> None:
     events, _ = run(fences(), track.fixes)
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
-        ("trip_end", T + 110, ""),
+        ("trip_start", T, ""),
+        ("trip_end", T + 100, ""),
         ("stop", T + 110, ""),
         ("idle", T + 110, ""),
     ]
@@ -367,8 +371,8 @@ def test_the_odometer_holds_still_while_parked_with_gps_jitter() -> None:
     assert round(state["motion"]["odometer_m"], 1) == 3000.0
     assert brief(events) == [
         ("device_online", T + 1, ""),
-        ("trip_start", T + 10, ""),
-        ("trip_end", T + 310, ""),
+        ("trip_start", T, ""),
+        ("trip_end", T + 300, ""),
         ("stop", T + 310, ""),
     ]
 
@@ -390,18 +394,18 @@ DAY_EVENTS = [
     ("device_online", T + 1, ""),
     ("device_offline", T + 962, ""),
     ("device_online", T + 7300, ""),  # when the buffer arrives
-    ("trip_start", T + 70, ""),
+    ("trip_start", T + 60, ""),
     ("geofence_enter", T + 360, "acme"),
-    ("trip_end", T + 370, ""),
+    ("trip_end", T + 360, ""),
     ("stop", T + 370, ""),
     ("geofence_dwell", T + 960, "acme"),
     ("geofence_exit", T + 2770, "acme"),
     ("visit", T + 2770, "acme"),
-    ("trip_start", T + 2770, ""),
+    ("trip_start", T + 2760, ""),
     ("geofence_enter", T + 2803, "quarry"),  # 3650 m, between the fixes at 3600 and 3750
     ("no_go_enter", T + 2803, "quarry"),
     ("geofence_exit", T + 2807, "quarry"),
-    ("trip_end", T + 3170, ""),
+    ("trip_end", T + 3160, ""),
     ("stop", T + 3170, ""),
 ]
 
@@ -472,14 +476,14 @@ def restart_track() -> list[dict[str, Any]]:
 
 RESTART_EVENTS = [
     ("device_online", T + 1, ""),
-    ("trip_start", T + 10, ""),
+    ("trip_start", T, ""),
     ("geofence_enter", T + 300, "acme"),
-    ("trip_end", T + 310, ""),
+    ("trip_end", T + 300, ""),
     ("stop", T + 310, ""),
     ("geofence_dwell", T + 900, "acme"),
     ("geofence_exit", T + 2110, "acme"),
     ("visit", T + 2110, "acme"),
-    ("trip_start", T + 2110, ""),
+    ("trip_start", T + 2100, ""),
 ]
 
 
