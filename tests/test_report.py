@@ -31,7 +31,7 @@ from fieldtrack.gateway.store.sqlite import Batch, Store, event_data_json
 from fieldtrack.tools.report.command import render_csv, report
 from fieldtrack.tools.report.days import build
 from fieldtrack.tools.report.map_svg import PALETTE, nice_length
-from fieldtrack.tools.report.model import parse_day
+from fieldtrack.tools.report.model import DeviceRows, Event, Fix, parse_day
 from fieldtrack.tools.report.reader import read_day
 
 DAY = "2025-03-01"
@@ -331,6 +331,26 @@ def test_stops_still_going_are_cut_at_now(store_path: Path) -> None:
     result = build(day, rows, now=at(12))
     assert [(s.since, s.until) for s in result.devices[0].stops] == [
         (at(8, 30), at(9, 15)), (at(9, 45), at(12))]
+
+
+def test_a_stop_reported_again_after_a_short_move_is_not_counted_twice() -> None:
+    # A van stops at 10:00, shuffles 100 m at 10:20 (no trip) and stands again: the
+    # gateway reports a second stop at 10:21; both last until the trip at 11:00. The
+    # idling it reports twice, the same way.
+    day = parse_day(DAY, TZ)
+    events = [Event(at(10), "stop", *ACME, {"since": at(10)}),
+              Event(at(10, 21), "stop", *ACME, {"since": at(10, 21)}),
+              Event(at(10), "idle", *ACME, {"since": at(10), "seconds": 300}),
+              Event(at(10, 21), "idle", *ACME, {"since": at(10, 21), "seconds": 300}),
+              Event(at(11), "trip_start", *ACME, {})]
+    fixes = [Fix(at(10, m), *ACME, 0, 5, True) for m in range(0, 60, 5)]
+    result = build(day, [DeviceRows("van-1", fixes=fixes, events=events)])
+    van = result.devices[0]
+    assert [(s.since, s.until) for s in van.stops] == [(at(10), at(10, 21)),
+                                                      (at(10, 21), at(11))]
+    assert van.stop_s == 3600
+    assert [(s.since, s.until) for s in van.idles] == [(at(10), at(10, 21)),
+                                                      (at(10, 21), at(11))]
 
 
 def test_an_empty_day_says_so_and_exits_0(store_path: Path) -> None:

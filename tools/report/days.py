@@ -5,8 +5,9 @@ change). A record belongs to the day on which it *begins*, and is counted whole:
 trip that starts at 23:30 and ends at 00:20 is that day's trip, with all its distance.
 Stops and idle periods are the exception that ends at midnight: they last until the
 next trip starts (an idle period also ends at the first fix with the ignition off or
-moving), and are cut at the end of the day (and at ``now``), so a van parked
-overnight adds the evening, not the night, to the day's stop time.
+moving) or the next stop (idle period) begins, and are cut at the end of the day (and
+at ``now``), so a van parked overnight adds the evening, not the night, to the day's
+stop time, and no second counts twice.
 
 Distance and driving time are the trips' (``trip_end`` events: the gateway's own
 jitter-proof odometer). A device without any trip that day falls back to the fixes:
@@ -74,10 +75,10 @@ def _device_day(day: Day, rows: DeviceRows, labels: dict[str, tuple[str, str]],
                           for e in rows.events if e.kind in ("trip_start", "trip_end")})
     trips = tuple(_trip(e) for e in rows.events
                   if e.kind == "trip_end" and int(e.data.get("start", e.t)) in today)
-    stops = tuple(Span(e.t, _until(e.t, trip_starts, cut), _deg(e.lat), _deg(e.lon))
-                  for e in rows.events if e.kind == "stop" and e.t in today)
-    idles = tuple(_idle(e, fixes, trip_starts, cut)
-                  for e in rows.events if e.kind == "idle" and e.t in today)
+    stops = _apart(Span(e.t, _until(e.t, trip_starts, cut), _deg(e.lat), _deg(e.lon))
+                   for e in rows.events if e.kind == "stop" and e.t in today)
+    idles = _apart(_idle(e, fixes, trip_starts, cut)
+                   for e in rows.events if e.kind == "idle" and e.t in today)
     fence_events = tuple(
         FenceEvent(e.t, FENCE_KINDS[e.kind], fid, *labels.get(fid, (fid, "")),
                    _deg(e.lat), _deg(e.lon))
@@ -121,6 +122,22 @@ def _until(since: int, trip_starts: list[int], cut: int) -> int:
     """A stop lasts until the next trip starts, and at most until ``cut``."""
     following = [t for t in trip_starts if t > since]
     return max(since, min(following[0], cut) if following else cut)
+
+
+def _apart(spans: Iterable[Span]) -> tuple[Span, ...]:
+    """Spans in time order, each cut where the next one begins: a stop reported again
+    after a move too short to be a trip is a new stop, not a second count of the same
+    time (likewise idling)."""
+    ordered = sorted(spans, key=lambda s: (s.since, s.until))
+    out = []
+    for i, span in enumerate(ordered):
+        after = ordered[i + 1].since if i + 1 < len(ordered) else None
+        if after is not None and span.until > after:
+            span = Span(span.since, max(span.since, after), span.lat, span.lon)
+        if out and out[-1].since == span.since:
+            continue  # the same stop twice (a re-derivation): once
+        out.append(span)
+    return tuple(out)
 
 
 def _idle(e: Event, fixes: list[Fix], trip_starts: list[int], cut: int) -> Span:
