@@ -95,7 +95,9 @@ class EventsConfig:
     """Derived events: fences file, reorder window, offline detection."""
 
     enabled: bool = True
-    fences_file: str = ""  # GeoJSON FeatureCollection; hot-reloaded on change or SIGHUP
+    # GeoJSON FeatureCollection, where `fieldtrack geofences import` puts it; loaded when
+    # it appears, reloaded on change or SIGHUP; "" for none
+    fences_file: str = "fences.geojson"
     reorder_window_s: int = 60
     reorder_hold_s: float = 30.0
     heartbeat_timeout_s: int = 900

@@ -41,6 +41,7 @@ from fieldtrack.gateway.derive.fence_tracker import Derived
 from fieldtrack.gateway.derive.motion import MotionConfig
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.geo import distance_m
+from fieldtrack.gateway.store.sqlite import Batch
 
 T = MONDAY  # 08:00 UTC, 09:00 in Berlin
 FENCE_KINDS = ("geofence_enter", "geofence_exit", "geofence_dwell", "no_go_enter", "visit")
@@ -548,6 +549,21 @@ def test_a_silent_device_goes_offline_then_online_with_its_next_fix(tmp_path: Pa
     ]
     row = rig.store.db.execute("SELECT data FROM events WHERE kind = 'device_offline'")
     assert row.fetchone()[0] == '{"reason":"heartbeat","silent_s":901}'
+    rig.close()
+
+
+def test_a_device_online_before_its_first_fix_has_no_position(tmp_path: Path) -> None:
+    # The broker's retained presence comes before any fix: the event is stored without
+    # a position (not at 0, 0, in the Gulf of Guinea); after a fix, offline is there.
+    rig = Rig(tmp_path / "store.db", fences())
+    batch = Batch()
+    rig.pipeline.presence(VAN.id, True, batch)
+    rig.store.commit(batch)
+    rig.drive(Track(T).fixes)
+    rig.tick(T + 1000)
+    rows = rig.store.db.execute("SELECT kind, lat, lon FROM events WHERE boot = -1 "
+                                "ORDER BY id").fetchall()
+    assert rows == [("device_online", None, None), ("device_offline", *at(0, 0))]
     rig.close()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from tracks import circle, collection, lat_lon, rectangle, write
 
+from fieldtrack.gateway.config import EventsConfig, GatewayConfig, StoreConfig
+from fieldtrack.gateway.ingest.worker import Worker
 from fieldtrack.tools.errors import FieldtrackError
 from fieldtrack.tools.geofences.command import GeofencesError, geofences
 
@@ -51,6 +54,38 @@ def test_import_checks_the_file_copies_it_and_counts_each_kind(in_tmp: Path) -> 
         "  work-area   1",
         "copied to fences.geojson (a running gateway reloads it within seconds)",
     ]
+
+
+def test_a_gateway_with_default_settings_loads_what_import_without_c_wrote(
+    in_tmp: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Started before the fences exist, it says so loudly and runs without them; the
+    # file `import` writes with no -c is the one it reads, as soon as it appears.
+    config = GatewayConfig(store=StoreConfig(path=str(in_tmp / "store.db")))
+    with caplog.at_level(logging.INFO, logger="fieldtrack.gateway"):
+        worker = Worker(config)
+        try:
+            assert worker.engine is not None and len(worker.engine.index) == 0
+            assert any(r.levelno == logging.WARNING and r.getMessage().startswith(
+                "NO GEOFENCES: %s does not exist" % (in_tmp / "fences.geojson"))
+                for r in caplog.records)
+            assert run("import", EXAMPLE).exit_code == 0
+            worker.reload_fences(requested=False)  # as its loop does, every few seconds
+            assert len(worker.engine.index) == 7
+        finally:
+            worker.store.close()
+    assert "loaded 7 geofences from fences.geojson" in caplog.messages
+
+
+def test_a_gateway_told_of_no_fences_file_warns(
+    in_tmp: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = GatewayConfig(store=StoreConfig(path=str(in_tmp / "store.db")),
+                           events=EventsConfig(fences_file=""))
+    with caplog.at_level(logging.WARNING, logger="fieldtrack.gateway"):
+        Worker(config).store.close()
+    assert [m for m in caplog.messages if m.startswith("NO GEOFENCES: [events] fences_file "
+                                                      "is empty")]
 
 
 def test_import_goes_to_the_fences_file_of_the_gateway_config(in_tmp: Path) -> None:

@@ -260,7 +260,7 @@ class EventEngine:
             timeout = self.config.heartbeat_timeout_s
             if timeout and st["online"] and now - st["seen"] > timeout:
                 st["online"] = False
-                last = st["fences"]["last"] or [int(st["seen"]), 0, 0]
+                last = st["fences"]["last"] or [int(st["seen"]), None, None]
                 silent = int(now - st["seen"])
                 out.append((device, Derived("device_offline", int(now), last[1], last[2], "",
                                             {"reason": "heartbeat", "silent_s": silent},
@@ -276,7 +276,8 @@ class EventEngine:
             return []
         st["online"] = online
         self.dirty.add(device.id)
-        last = st["fences"]["last"] or [int(self.clock()), 0, 0]
+        # Before its first fix a device is nowhere yet: no position, not 0, 0.
+        last = st["fences"]["last"] or [int(self.clock()), None, None]
         kind = "device_online" if online else "device_offline"
         now = self.clock()
         return [Derived(kind, int(now), last[1], last[2], "", {"reason": "presence"},

@@ -55,8 +55,8 @@ class Derived:
 
     kind: str
     t: int
-    lat: int
-    lon: int
+    lat: int | None  # None: no position known (a device heard of before its first fix)
+    lon: int | None
     fence: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     ms: int = 0  # milliseconds within t (the fix's, when the event is dated at a fix)

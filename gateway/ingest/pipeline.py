@@ -255,7 +255,7 @@ class Pipeline:
         data = {"check": v["kind"], "site": site, "reason": verdict.reason, "seq": record.seq}
         if verdict.distance_m is not None:
             data["distance_m"] = round(verdict.distance_m, 1)
-        derived = Derived(kind, v["t"], v.get("lat") or 0, v.get("lon") or 0, site, data,
+        derived = Derived(kind, v["t"], v.get("lat"), v.get("lon"), site, data,
                           ms=v.get("ms", 0), key=attendance_key(site, record.boot, record.seq))
         self._derived_rows(record.device, [derived], received_ms, batch)
 

@@ -127,12 +127,27 @@ class Worker:
     # --- derived events -----------------------------------------------------
 
     def _fence_index(self) -> FenceIndex:
+        """The fences file's fences; none (said loudly) when there is no such file yet."""
         path = self.config.events.fences_file
         if not path:
+            log.warning("NO GEOFENCES: [events] fences_file is empty, so no geofence, dwell, "
+                        "visit or no-go event will be derived; set it to the file "
+                        "`fieldtrack geofences import FILE` writes")
+            return FenceIndex([])
+        if not os.path.exists(path):
+            log.warning("NO GEOFENCES: %s does not exist, so no geofence, dwell, visit or "
+                        "no-go event will be derived until it does; create it with "
+                        "`fieldtrack geofences import FILE` (run where the gateway runs, or "
+                        "with -c and its config): it is loaded as soon as it appears",
+                        os.path.abspath(path))
             return FenceIndex([])
         index = load_fences(path)
         self.fences_mtime = os.path.getmtime(path)
-        log.info("loaded %d geofences from %s", len(index), path)
+        if len(index):
+            log.info("loaded %d geofences from %s", len(index), path)
+        else:
+            log.warning("NO GEOFENCES: %s holds no fences, so no geofence event will be "
+                        "derived", path)
         return index
 
     def _engine(self) -> EventEngine:

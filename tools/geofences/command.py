@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from fieldtrack.gateway.config import ConfigError
+from fieldtrack.gateway.config import ConfigError, EventsConfig
 from fieldtrack.gateway.config import load as load_config
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
@@ -25,7 +25,7 @@ from fieldtrack.gateway.fences.loader import load as load_fences
 from fieldtrack.gateway.fences.model import KINDS, Fence
 from fieldtrack.tools.errors import FieldtrackError
 
-DEFAULT_FILE = "fences.geojson"
+DEFAULT_FILE = EventsConfig().fences_file  # the gateway's default: the two agree
 _CONFIG_META = "fieldtrack.geofences.config"
 
 
