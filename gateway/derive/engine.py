@@ -260,9 +260,9 @@ class EventEngine:
             timeout = self.config.heartbeat_timeout_s
             if timeout and st["online"] and now - st["seen"] > timeout:
                 st["online"] = False
-                last = st["fences"]["last"] or [int(st["seen"]), None, None]
+                lat, lon = _where(st)
                 silent = int(now - st["seen"])
-                out.append((device, Derived("device_offline", int(now), last[1], last[2], "",
+                out.append((device, Derived("device_offline", int(now), lat, lon, "",
                                             {"reason": "heartbeat", "silent_s": silent},
                                             ms=_ms(now))))
             if len(out) > before:
@@ -276,11 +276,9 @@ class EventEngine:
             return []
         st["online"] = online
         self.dirty.add(device.id)
-        # Before its first fix a device is nowhere yet: no position, not 0, 0.
-        last = st["fences"]["last"] or [int(self.clock()), None, None]
         kind = "device_online" if online else "device_offline"
         now = self.clock()
-        return [Derived(kind, int(now), last[1], last[2], "", {"reason": "presence"},
+        return [Derived(kind, int(now), *_where(st), "", {"reason": "presence"},
                         ms=_ms(now))]
 
     def flush(self, batch: Batch) -> None:
@@ -295,6 +293,12 @@ class EventEngine:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000) % 1000
+
+
+def _where(st: DeviceDerive) -> tuple[int | None, int | None]:
+    """The newest judged position; before its first fix a device is nowhere (not 0, 0)."""
+    last = st["fences"]["last"]
+    return (last[1], last[2]) if last else (None, None)
 
 
 def _fix_time(item: HeldFix) -> int:

@@ -257,9 +257,10 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     Yes when the way from the fix before them to this one passes deep enough (the
     rule for two fixes with none inside), or when they are deep: several together
     ``RUN_SIGMAS`` standard deviations (z-scores summed over the square root of their
-    number) and on average deeper than the margin by their standard error; a single one on the way between
-    its neighbours ``LONE_SIGMAS``, alone, or ``RUN_SIGMAS`` averaged with where the
-    way puts it. A single one off the way is an outlier: only the way is judged."""
+    number) and on average deeper than the margin by their standard error; a single
+    one on the way between its neighbours ``LONE_SIGMAS``, alone, or ``RUN_SIGMAS``
+    averaged with where the way puts it. A single one off the way is an outlier: only
+    the way is judged."""
     t0, lat0, lon0, t1, lat1, lon1, acc1, tk, latk, lonk, k = (int(v) for v in run[:11])
     t, lat, lon = fix["t"], fix["lat"], fix["lon"]
     if not t0 < t1 <= tk < t or t - t0 > (k + 1) * cfg.crossing_max_gap_s:

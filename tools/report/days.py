@@ -129,7 +129,7 @@ def _apart(spans: Iterable[Span]) -> tuple[Span, ...]:
     after a move too short to be a trip is a new stop, not a second count of the same
     time (likewise idling)."""
     ordered = sorted(spans, key=lambda s: (s.since, s.until))
-    out = []
+    out: list[Span] = []
     for i, span in enumerate(ordered):
         after = ordered[i + 1].since if i + 1 < len(ordered) else None
         if after is not None and span.until > after:
