@@ -1,0 +1,107 @@
+"""Derived events from noisy field scenarios (``scenarios.py``), against their truth.
+
+Each scenario is generated from a seed (noise of 3-8 m per axis, 1-2 % outliers of
+15-70 m) and replayed live through the real event engine; the events are compared
+with the truth of the noise-free path. Several seeds each, so no rule is fitted to
+one. The same scenarios through the pipeline and the store are the scorecard,
+``benchmarks/field_truth.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from scenarios import SCENARIOS, Scenario, Score, Truth, found_from_events, score
+from tracks import Clock, engine, replay
+
+SEEDS = [11, 12, 13, 14]
+EVERY_MAX = 15  # the longest report period of the parked scenarios
+
+
+def derive(scn: Scenario) -> list[tuple[str, int, dict[str, Any]]]:
+    clock = Clock()
+    events = replay(engine(scn.index(), clock), scn.fixes, clock)
+    return [(e.kind, e.t, dict(e.data, fence=e.fence) if e.fence else dict(e.data))
+            for e in events]
+
+
+def scored(name: str, seed: int) -> tuple[Score, Truth, list[tuple[str, int, dict[str, Any]]]]:
+    scn = SCENARIOS[name](seed)
+    events = derive(scn)
+    return score(found_from_events(events), scn.truth, scn.every), scn.truth, events
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_van_parked_3_m_inside_an_edge_for_an_hour_arrives_once_and_visits(
+    seed: int,
+) -> None:
+    s, truth, events = scored("parked inside the edge", seed)
+    fence_events = [(k, d.get("fence")) for k, _, d in events
+                    if k.startswith("geofence") or k == "visit"]
+    assert fence_events == [("geofence_enter", "yard"), ("geofence_dwell", "yard"),
+                            ("geofence_exit", "yard"), ("visit", "yard")]
+    assert s.transitions_tp == s.transitions_true == 2 and s.visits_tp == 1
+    assert max(s.visit_errors) <= EVERY_MAX + 600  # a report period + dwell
+    assert truth.parked and s.spurious_parked == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_van_parked_3_m_outside_an_edge_for_an_hour_never_enters(seed: int) -> None:
+    _, _, events = scored("parked outside the edge", seed)
+    assert [k for k, _, _ in events if k.startswith("geofence") or k == "visit"] == []
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_jitter_and_outliers_while_parked_make_no_trip_and_no_stop_twice(seed: int) -> None:
+    # An hour standing with 1-2 % jumps of 15-70 m: one trip there, one back, and the
+    # hour is one stop.
+    s, truth, events = scored("parked outside the edge", seed)
+    assert s.trips_found == s.trips_true == 2
+    stops = [t for k, t, _ in events if k == "stop"]
+    parked = truth.parked[1]  # the hour (the first is before the drive there)
+    assert len([t for t in stops if parked[0] - 30 <= t <= parked[1]]) == 1
+
+
+@pytest.mark.parametrize("name", ["30 s fixes, a fix inside", "30 s fixes, no fix inside",
+                                  "drive-by"])
+def test_passages_through_small_fences_are_found_and_none_is_invented(name: str) -> None:
+    total = Score()
+    for seed in SEEDS:
+        total.add(scored(name, seed)[0])
+    assert total.transitions_found == total.transitions_tp  # precision 1
+    assert total.transitions_tp >= 0.95 * total.transitions_true
+    assert total.transitions_true >= 4 * len(SEEDS)
+
+
+def test_a_service_day_gives_every_transition_visit_and_trip() -> None:
+    total = Score()
+    for seed in SEEDS:
+        s = scored("service day", seed)[0]
+        assert s.trips_found == s.trips_true == 5
+        total.add(s)
+    assert total.transitions_found == total.transitions_tp == total.transitions_true
+    assert total.visits_found == total.visits_tp == total.visits_true == 4 * len(SEEDS)
+    assert abs(total.driving_found - total.driving_true) <= 0.05 * total.driving_true
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_reboot_in_the_middle_of_a_visit_is_still_one_visit(seed: int) -> None:
+    s, _, events = scored("reboot mid-visit", seed)
+    assert [k for k, _, _ in events if k in ("geofence_enter", "geofence_exit", "visit")] \
+        == ["geofence_enter", "geofence_exit", "visit"]
+    assert s.visits_tp == 1 and s.spurious_parked == 0
+
+
+def test_the_truth_follows_the_noise_free_path() -> None:
+    # 30 s fixes at 60-90 km/h through five gates: each entered and left once, 2-7 s
+    # apart (50 m or 100 m across); one trip, from the end of the first 120 s standing.
+    scn = SCENARIOS["30 s fixes, no fix inside"](1)
+    kinds = [(k, f) for k, _, f in scn.truth.transitions]
+    assert kinds == [(k, "gate-%d" % i) for i in range(5)
+                     for k in ("geofence_enter", "geofence_exit")]
+    times = [t for _, t, _ in scn.truth.transitions]
+    assert all(1 <= b - a <= 7 for a, b in zip(times[::2], times[1::2], strict=True))
+    assert len(scn.truth.trips) == 1 and scn.truth.trips[0][0] == scn.fixes[0]["t"] + 120
+    assert all(b["t"] - a["t"] == 30 for a, b in zip(scn.fixes, scn.fixes[1:], strict=False))
+
