@@ -101,15 +101,15 @@ def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
         if fix["spd"] >= moving_kmh:
             return MOVING, new(fix), []
         return STILL, new(fix, arrived=False), []
-    x = (fix["lon"] - c["lon0"]) * c["kx"]
-    y = (fix["lat"] - c["lat0"]) * _KY
     n = c["n"]
-    dx, dy = x - c["sx"] / n, y - c["sy"] / n
-    d = math.sqrt(dx * dx + dy * dy)
     # Young and driven to: the device may only be slowing down, or passing.
     passing = n < ESTABLISHED and c.get("arrived", True)
     if passing and fix["spd"] >= moving_kmh:
-        return MOVING, new(fix), []
+        return MOVING, _restart(c, fix), []  # most fixes: driving
+    x = (fix["lon"] - c["lon0"]) * c["kx"]
+    y = (fix["lat"] - c["lat0"]) * _KY
+    dx, dy = x - c["sx"] / n, y - c["sy"] / n
+    d = math.sqrt(dx * dx + dy * dy)
     # A fix reporting a moving speed joins only when very close: else it is held.
     if d <= GATE_MIN_M or d <= gate(c) and n > 1 and fix["spd"] < moving_kmh:
         _add(c, fix, x, y)
@@ -117,8 +117,25 @@ def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
             c["held"] = []  # it came back: what was held was a jump, not a departure
         return STILL, c, []
     if passing and n == 1:
-        return MOVING, new(fix), []  # not stopped yet: the speed may lag behind
+        return MOVING, _restart(c, fix), []  # not stopped yet: the speed may lag behind
     return _beyond(c, fix, d, moving_kmh)
+
+
+def _restart(c: Cluster, fix: dict[str, Any]) -> Cluster:
+    """``new(fix)`` in place (nothing else holds a passing cluster): no allocation on
+    the path of every fix while driving, and the longitude scale kept within 0.1 deg."""
+    lat = fix["lat"]
+    if abs(lat - c["lat0"]) > 1_000_000:
+        c["kx"] = _KY * math.cos(lat * 1e-7 * math.pi / 180)
+    c["t0"] = c["t"] = fix["t"]
+    c["lat0"], c["lon0"] = lat, fix["lon"]
+    c["n"] = 1
+    c["sx"] = c["sy"] = c["sq"] = 0.0
+    c["sacc"] = fix.get("acc", 0) or 0
+    if c["held"]:
+        c["held"] = []
+    c["arrived"] = True
+    return c
 
 
 def _metres(c: Cluster, lat1: int, lon1: int, lat2: int, lon2: int) -> float:
