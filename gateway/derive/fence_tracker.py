@@ -37,6 +37,7 @@ STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error
 RUN_SIGMAS = 3.0  # unconfirmed fixes inside, this many standard deviations deep together
 LONE_SIGMAS = 2.0  # ...or one alone, on the way between its neighbours, this many deep
 RUN_MAX = 8  # fixes in such a run, at most
+_MM = 1e-3  # a millimetre: inside by more than this is inside
 
 
 @dataclass(frozen=True)
@@ -80,32 +81,8 @@ def track(
 
     ``observed``: what the fix is to the device's stop (``motion.observe``); without
     it every fix is judged on its own."""
-    if observed is not None and observed.verdict != stop_cluster.MOVING:
-        verdict = observed.verdict
-        if verdict == stop_cluster.HELD:
-            return []  # beyond the stop, not yet a departure: it may be a jump
-        cluster = observed.cluster
-        if verdict == stop_cluster.STILL and cluster is not None:
-            if stop_cluster.established(cluster):
-                return _judge_stop(state, fix, group, index, cfg, cluster)
-            if not cluster.get("arrived", True):
-                # Never seen moving: where it stands is for its stop to say, not a fix.
-                state["last"] = [fix["t"], fix["lat"], fix["lon"]]
-                return []
-        if verdict == stop_cluster.DEPARTED:
-            out: list[Derived] = []
-            for t, lat, lon, acc, _ in observed.run:
-                out.extend(_track_fix(state, {"t": t, "lat": lat, "lon": lon, "acc": acc},
-                                      group, index, cfg))
-            out.extend(_track_fix(state, fix, group, index, cfg))
-            if len(out) > 1:
-                out.sort(key=_fix_time)
-            return out
-    return _track_fix(state, fix, group, index, cfg)
-
-
-def _track_fix(state: FenceState, fix: dict[str, Any], group: str, index: FenceIndex,
-               cfg: FenceConfig) -> list[Derived]:
+    if observed is not None and observed[0] != stop_cluster.MOVING:
+        return _observed(state, fix, group, index, cfg, observed)
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
     inside = state["inside"]
     pending = state["pending"]
@@ -153,13 +130,15 @@ def _track_fix(state: FenceState, fix: dict[str, Any], group: str, index: FenceI
                 d = fence.signed_distance_about(lat, lon, threshold)
                 run = lone.get(fence.id) if lone else None
                 if run is not None or (last is not None and d > -SLACK_M):
-                    depth = fence.signed_distance(lat, lon) if -SLACK_M < d <= threshold \
-                        else d
-                    if run is not None and depth <= 0:
+                    # Inside at all? Cheaply (a point-in-polygon test) when it is not;
+                    # when it is, how deep (or, from the inner disc, at least how deep).
+                    depth = fence.signed_distance_about(lat, lon, _MM) \
+                        if -SLACK_M < d <= threshold else d
+                    if run is not None and depth <= _MM:
                         del lone[fence.id]  # type: ignore[union-attr]
                         _run_passage(fence, run, fix, cfg, out)
                         continue
-                    if depth > 0:
+                    if depth > _MM:
                         if lone is None:
                             lone = state["lone"] = {}
                         _run_step(lone, fence.id, run, last, fix, depth)
@@ -185,6 +164,33 @@ def _fix_time(e: Derived) -> int:
     return e.t
 
 
+def _observed(state: FenceState, fix: dict[str, Any], group: str, index: FenceIndex,
+              cfg: FenceConfig, observed: Observed) -> list[Derived]:
+    """A fix that is part of a stop, held beyond it, or the end of it."""
+    verdict, run, cluster = observed
+    if verdict == stop_cluster.HELD or cluster is None:
+        return []  # beyond the stop, not yet a departure: it may be a jump
+    if verdict == stop_cluster.DEPARTED:
+        # Crossings on the way out start from the stop's centre, at its last fix.
+        clat, clon = stop_cluster.center(cluster)
+        state["last"] = [cluster["t"], round(clat), round(clon)]
+        out: list[Derived] = []
+        for t, lat, lon, acc, _ in run:
+            out.extend(track(state, {"t": t, "lat": lat, "lon": lon, "acc": acc},
+                             group, index, cfg))
+        out.extend(track(state, fix, group, index, cfg))
+        if len(out) > 1:
+            out.sort(key=_fix_time)
+        return out
+    if stop_cluster.established(cluster):
+        return _judge_stop(state, fix, group, index, cfg, cluster)
+    if not cluster.get("arrived", True):
+        # Never seen moving: where it stands is for its stop to say, not a fix.
+        state["last"] = [fix["t"], fix["lat"], fix["lon"]]
+        return []
+    return track(state, fix, group, index, cfg)
+
+
 def _judge_stop(state: FenceState, fix: dict[str, Any], group: str, index: FenceIndex,
                 cfg: FenceConfig, cluster: Cluster) -> list[Derived]:
     """A fix of an established stop: the stop's mean decides, not the fix."""
@@ -194,16 +200,19 @@ def _judge_stop(state: FenceState, fix: dict[str, Any], group: str, index: Fence
         pending.clear()  # streaks of single fixes mean nothing once a stop is judged
     if state.get("lone"):
         state["lone"] = {}
+    out: list[Derived] = []
+    if t - cluster["t0"] < STOP_MIN_S:
+        if inside:
+            _dwell(inside, index, t, fix["lat"], fix["lon"], cfg, out)
+        return out
     clat, clon = stop_cluster.center(cluster)
     lat7, lon7 = round(clat), round(clon)
-    state["last"] = [t, lat7, lon7]  # crossings after the stop start from its centre
-    if t - cluster["t0"] < STOP_MIN_S or not inside and index.clear_e7(lat7, lon7, lat7, lon7):
-        return []
+    if not inside and index.clear_e7(lat7, lon7, lat7, lon7):
+        return out
     lat, lon = clat * 1e-7, clon * 1e-7
     need = STOP_SIGMAS * stop_cluster.standard_error(cluster)
     if need < STOP_FLOOR_M:
         need = STOP_FLOOR_M
-    out: list[Derived] = []
     candidates = {f.id: f for f in index.near(lat, lon)}
     by_id = index.by_id
     for fid in list(inside):

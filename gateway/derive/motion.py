@@ -43,10 +43,7 @@ def new_state() -> MotionState:
 
 def observe(state: MotionState, fix: dict[str, Any], cfg: MotionConfig) -> Observed:
     """Whether the fix is part of a stop (``stop_cluster``); call before ``step``."""
-    before = state.get("cluster")
-    verdict, cluster, run = stop_cluster.observe(before, fix, cfg.moving_kmh)
-    state["cluster"] = cluster
-    return Observed(verdict, run, before if verdict == stop_cluster.DEPARTED else cluster)
+    return stop_cluster.observe(state, fix, cfg.moving_kmh)
 
 
 def step(state: MotionState, fix: dict[str, Any], fence_limit: int | None,

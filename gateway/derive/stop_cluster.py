@@ -20,9 +20,9 @@ typed state (``state.Cluster``).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
-from fieldtrack.gateway.derive.state import Cluster
+from fieldtrack.gateway.derive.state import Cluster, MotionState
 from fieldtrack.gateway.geo import M_PER_DEG
 
 MOVING = 0  # not part of a stop: judge the fix on its own
@@ -40,12 +40,11 @@ MAX_HELD = 4  # held fixes that neither return nor depart: scatter, after all
 _KY = M_PER_DEG * 1e-7  # metres per 1e-7 degree of latitude
 
 
-class Observed(NamedTuple):
-    """What a fix is to the stop it may belong to."""
-
-    verdict: int  # MOVING, STILL, HELD or DEPARTED
-    run: list[list[int]]  # on DEPARTED, the held fixes before this one: [t, lat, lon, acc, spd]
-    cluster: Cluster | None  # the stop judged against: on DEPARTED the one left
+# What a fix is to the stop it may belong to: the verdict (MOVING, STILL, HELD or
+# DEPARTED); on DEPARTED the held fixes before this one, [t, lat, lon, acc, spd]; and
+# the stop it was judged against (on DEPARTED, the one it left). A plain tuple: one is
+# made for every fix.
+Observed = tuple[int, list[list[int]], Cluster | None]
 
 
 def new(fix: dict[str, Any], arrived: bool = True) -> Cluster:
@@ -93,19 +92,31 @@ def gate(c: Cluster) -> float:
     return GATE_MIN_M if g < GATE_MIN_M else (GATE_MAX_M if g > GATE_MAX_M else g)
 
 
-def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
-            ) -> tuple[int, Cluster, list[list[int]]]:
-    """One fix (in fix-time order): its verdict, the cluster now, and on ``DEPARTED``
-    the held fixes ([t, lat, lon, acc, spd]) that belong to the departure."""
+def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observed:
+    """One fix (in fix-time order) against the stop kept in ``state["cluster"]``."""
+    c = state.get("cluster")
+    if c is not None and c["n"] == 1 and fix["spd"] >= moving_kmh and c.get("arrived", True):
+        return MOVING, _NONE, _restart(c, fix)  # most fixes: driving
+    verdict, cluster, run = _observe(c, fix, moving_kmh)
+    state["cluster"] = cluster
+    return verdict, run, c if verdict == DEPARTED else cluster
+
+
+_NONE: list[list[int]] = []  # shared, never changed
+
+
+def _observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
+             ) -> tuple[int, Cluster, list[list[int]]]:
+    """The verdict, the cluster now, and on ``DEPARTED`` the held fixes."""
     if c is None:
         if fix["spd"] >= moving_kmh:
-            return MOVING, new(fix), []
-        return STILL, new(fix, arrived=False), []
+            return MOVING, new(fix), _NONE
+        return STILL, new(fix, arrived=False), _NONE
     n = c["n"]
     # Young and driven to: the device may only be slowing down, or passing.
     passing = n < ESTABLISHED and c.get("arrived", True)
     if passing and fix["spd"] >= moving_kmh:
-        return MOVING, _restart(c, fix), []  # most fixes: driving
+        return MOVING, _restart(c, fix), _NONE
     x = (fix["lon"] - c["lon0"]) * c["kx"]
     y = (fix["lat"] - c["lat0"]) * _KY
     dx, dy = x - c["sx"] / n, y - c["sy"] / n
@@ -115,9 +126,9 @@ def observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
         _add(c, fix, x, y)
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
-        return STILL, c, []
+        return STILL, c, _NONE
     if passing and n == 1:
-        return MOVING, _restart(c, fix), []  # not stopped yet: the speed may lag behind
+        return MOVING, _restart(c, fix), _NONE  # not stopped yet: the speed may lag behind
     return _beyond(c, fix, d, moving_kmh)
 
 
