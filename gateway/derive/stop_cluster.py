@@ -93,30 +93,41 @@ def gate(c: Cluster) -> float:
 
 
 def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observed:
-    """One fix (in fix-time order) against the stop kept in ``state["cluster"]``."""
+    """One fix (in fix-time order) against the stop kept in ``state["cluster"]``.
+
+    While the device moves there is no cluster (None): a fix at moving speed costs a
+    look-up. When one is not, a cluster starts from the fix before it (``state["last"]``,
+    where the device arrived) and the fix is judged against that."""
     c = state.get("cluster")
-    if c is not None and c["n"] == 1 and fix["spd"] >= moving_kmh and c.get("arrived", True):
-        return MOVING, _NONE, _restart(c, fix)  # most fixes: driving
-    verdict, cluster, run = _observe(c, fix, moving_kmh)
-    state["cluster"] = cluster
-    return verdict, run, c if verdict == DEPARTED else cluster
+    if c is None:
+        if fix["spd"] >= moving_kmh:
+            return _MOVING  # most fixes: driving
+        last = state["last"]
+        if last is None:  # the device's very first fix
+            c = state["cluster"] = new(fix, arrived=False)
+            return STILL, _NONE, c
+        c = new(last)  # type: ignore[arg-type]
+    elif fix["spd"] >= moving_kmh and c["n"] < ESTABLISHED and c.get("arrived", True):
+        state["cluster"] = None  # young, driven to and moving: it was passing
+        return _MOVING
+    verdict, run = _observe(c, fix, moving_kmh)
+    if verdict == MOVING:
+        state["cluster"] = None
+        return _MOVING
+    if verdict == DEPARTED:
+        state["cluster"] = None
+        return DEPARTED, run, c
+    state["cluster"] = c
+    return verdict, run, c
 
 
 _NONE: list[list[int]] = []  # shared, never changed
+_MOVING: Observed = (MOVING, _NONE, None)
 
 
-def _observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
-             ) -> tuple[int, Cluster, list[list[int]]]:
-    """The verdict, the cluster now, and on ``DEPARTED`` the held fixes."""
-    if c is None:
-        if fix["spd"] >= moving_kmh:
-            return MOVING, new(fix), _NONE
-        return STILL, new(fix, arrived=False), _NONE
+def _observe(c: Cluster, fix: dict[str, Any], moving_kmh: int) -> tuple[int, list[list[int]]]:
+    """The verdict and, on ``DEPARTED``, the held fixes."""
     n = c["n"]
-    # Young and driven to: the device may only be slowing down, or passing.
-    passing = n < ESTABLISHED and c.get("arrived", True)
-    if passing and fix["spd"] >= moving_kmh:
-        return MOVING, _restart(c, fix), _NONE
     x = (fix["lon"] - c["lon0"]) * c["kx"]
     y = (fix["lat"] - c["lat0"]) * _KY
     dx, dy = x - c["sx"] / n, y - c["sy"] / n
@@ -126,27 +137,10 @@ def _observe(c: Cluster | None, fix: dict[str, Any], moving_kmh: int
         _add(c, fix, x, y)
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
-        return STILL, c, _NONE
-    if passing and n == 1:
-        return MOVING, _restart(c, fix), _NONE  # not stopped yet: the speed may lag behind
+        return STILL, _NONE
+    if n == 1 and c.get("arrived", True):
+        return MOVING, _NONE  # not stopped yet: the speed may lag behind
     return _beyond(c, fix, d, moving_kmh)
-
-
-def _restart(c: Cluster, fix: dict[str, Any]) -> Cluster:
-    """``new(fix)`` in place (nothing else holds a passing cluster): no allocation on
-    the path of every fix while driving, and the longitude scale kept within 0.1 deg."""
-    lat = fix["lat"]
-    if abs(lat - c["lat0"]) > 1_000_000:
-        c["kx"] = _KY * math.cos(lat * 1e-7 * math.pi / 180)
-    c["t0"] = c["t"] = fix["t"]
-    c["lat0"], c["lon0"] = lat, fix["lon"]
-    c["n"] = 1
-    c["sx"] = c["sy"] = c["sq"] = 0.0
-    c["sacc"] = fix.get("acc", 0) or 0
-    if c["held"]:
-        c["held"] = []
-    c["arrived"] = True
-    return c
 
 
 def _metres(c: Cluster, lat1: int, lon1: int, lat2: int, lon2: int) -> float:
@@ -163,7 +157,7 @@ def _add(c: Cluster, fix: dict[str, Any], x: float, y: float) -> None:
 
 
 def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
-            ) -> tuple[int, Cluster, list[list[int]]]:
+            ) -> tuple[int, list[list[int]]]:
     held = c["held"]
     if held and held[-1][5] > d + (fix.get("acc", 0) or 0):
         held.clear()  # coming back towards the centre: not a departure, start again
@@ -179,8 +173,7 @@ def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
             step <= fastest / 1.8 * (fix["t"] - prev[0]) + prev[3] + entry[3] + 10
         further = len(held) >= 2 and held[-2][5] <= prev[5] <= d
         if speeds or further:
-            run = [h[:5] for h in held]
-            return DEPARTED, new(fix), run
+            return DEPARTED, [h[:5] for h in held]
     held.append(entry)
     if len(held) >= MAX_HELD:
         # Fixes that neither come back nor go away are the stop's own scatter, wider
@@ -188,5 +181,5 @@ def _beyond(c: Cluster, fix: dict[str, Any], d: float, moving_kmh: int
         for t, lat, lon, acc, _, _ in held:
             _add(c, {"t": t, "acc": acc}, (lon - c["lon0"]) * c["kx"], (lat - c["lat0"]) * _KY)
         c["held"] = []
-        return STILL, c, []
-    return HELD, c, []
+        return STILL, _NONE
+    return HELD, _NONE
