@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import orjson
 
-from fieldtrack.gateway.derive import fence_tracker, motion
+from fieldtrack.gateway.derive import fence_tracker, motion, stop_cluster
 from fieldtrack.gateway.derive.fence_tracker import Derived, FenceConfig
 from fieldtrack.gateway.derive.state import DeviceDerive, FenceState
 from fieldtrack.gateway.fences.index import FenceIndex
@@ -213,7 +213,7 @@ class EventEngine:
         """All rules, on one fix, in fix-time order."""
         fences = st["fences"]
         # Whether the fix is part of a stop: fences judge a stop as a whole.
-        observed = motion.observe(st["motion"], fix, self.config.motion)
+        observed = stop_cluster.observe(st["motion"], fix, self.config.motion.moving_kmh)
         events = fence_tracker.track(fences, fix, device.group, self.index, self.config.fences,
                                      observed)
         limit = self._speed_limit(fences) if fences["inside"] else None

@@ -182,7 +182,11 @@ def _observed(state: FenceState, fix: dict[str, Any], group: str, index: FenceIn
         if len(out) > 1:
             out.sort(key=_fix_time)
         return out
-    if stop_cluster.established(cluster):
+    if cluster["n"] >= stop_cluster.ESTABLISHED:
+        if fix["t"] - cluster["t0"] < STOP_MIN_S and not state["inside"]:
+            if state["pending"] or state.get("lone"):
+                state["pending"], state["lone"] = {}, {}
+            return []  # most fixes of a stop: too early to judge, nothing to dwell in
         return _judge_stop(state, fix, group, index, cfg, cluster)
     if not cluster.get("arrived", True):
         # Never seen moving: where it stands is for its stop to say, not a fix.

@@ -134,7 +134,12 @@ def _observe(c: Cluster, fix: dict[str, Any], moving_kmh: int) -> tuple[int, lis
     d = math.sqrt(dx * dx + dy * dy)
     # A fix reporting a moving speed joins only when very close: else it is held.
     if d <= GATE_MIN_M or d <= gate(c) and n > 1 and fix["spd"] < moving_kmh:
-        _add(c, fix, x, y)
+        c["n"] = n + 1  # _add, inline: this runs for every fix of a stop
+        c["t"] = fix["t"]
+        c["sx"] += x
+        c["sy"] += y
+        c["sq"] += x * x + y * y
+        c["sacc"] += fix.get("acc", 0) or 0
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
         return STILL, _NONE
