@@ -99,42 +99,26 @@ def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observe
     look-up. When one is not, a cluster starts from the fix before it (``state["last"]``,
     where the device arrived) and the fix is judged against that."""
     c = state.get("cluster")
+    spd = fix["spd"]
     if c is None:
-        if fix["spd"] >= moving_kmh:
+        if spd >= moving_kmh:
             return _MOVING  # most fixes: driving
         last = state["last"]
         if last is None:  # the device's very first fix
             c = state["cluster"] = new(fix, arrived=False)
             return STILL, _NONE, c
-        c = new(last)  # type: ignore[arg-type]
-    elif fix["spd"] >= moving_kmh and c["n"] < ESTABLISHED and c.get("arrived", True):
+        c = state["cluster"] = new(last)  # type: ignore[arg-type]
+    elif spd >= moving_kmh and c["n"] < ESTABLISHED and c.get("arrived", True):
         state["cluster"] = None  # young, driven to and moving: it was passing
         return _MOVING
-    verdict, run = _observe(c, fix, moving_kmh)
-    if verdict == MOVING:
-        state["cluster"] = None
-        return _MOVING
-    if verdict == DEPARTED:
-        state["cluster"] = None
-        return DEPARTED, run, c
-    state["cluster"] = c
-    return verdict, run, c
-
-
-_NONE: list[list[int]] = []  # shared, never changed
-_MOVING: Observed = (MOVING, _NONE, None)
-
-
-def _observe(c: Cluster, fix: dict[str, Any], moving_kmh: int) -> tuple[int, list[list[int]]]:
-    """The verdict and, on ``DEPARTED``, the held fixes."""
     n = c["n"]
     x = (fix["lon"] - c["lon0"]) * c["kx"]
     y = (fix["lat"] - c["lat0"]) * _KY
     dx, dy = x - c["sx"] / n, y - c["sy"] / n
     d = math.sqrt(dx * dx + dy * dy)
     # A fix reporting a moving speed joins only when very close: else it is held.
-    if d <= GATE_MIN_M or d <= gate(c) and n > 1 and fix["spd"] < moving_kmh:
-        c["n"] = n + 1  # _add, inline: this runs for every fix of a stop
+    if d <= GATE_MIN_M or d <= gate(c) and n > 1 and spd < moving_kmh:
+        c["n"] = n + 1  # a member: this runs for every fix of a stop
         c["t"] = fix["t"]
         c["sx"] += x
         c["sy"] += y
@@ -142,10 +126,18 @@ def _observe(c: Cluster, fix: dict[str, Any], moving_kmh: int) -> tuple[int, lis
         c["sacc"] += fix.get("acc", 0) or 0
         if c["held"]:
             c["held"] = []  # it came back: what was held was a jump, not a departure
-        return STILL, _NONE
+        return STILL, _NONE, c
     if n == 1 and c.get("arrived", True):
-        return MOVING, _NONE  # not stopped yet: the speed may lag behind
-    return _beyond(c, fix, d, moving_kmh)
+        state["cluster"] = None  # not stopped yet: the speed may lag behind
+        return _MOVING
+    verdict, run = _beyond(c, fix, d, moving_kmh)
+    if verdict == DEPARTED:
+        state["cluster"] = None
+    return verdict, run, c
+
+
+_NONE: list[list[int]] = []  # shared, never changed
+_MOVING: Observed = (MOVING, _NONE, None)
 
 
 def _metres(c: Cluster, lat1: int, lon1: int, lat2: int, lon2: int) -> float:
