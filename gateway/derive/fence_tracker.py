@@ -82,6 +82,12 @@ def track(
     ``observed``: what the fix is to the device's stop (``motion.observe``); without
     it every fix is judged on its own."""
     if observed is not None and observed[0] != stop_cluster.MOVING:
+        cluster = observed[2]
+        if observed[0] == stop_cluster.STILL and cluster is not None \
+                and cluster["n"] >= stop_cluster.ESTABLISHED \
+                and fix["t"] - cluster["t0"] < STOP_MIN_S \
+                and not state["inside"] and not state["pending"] and not state.get("lone"):
+            return []  # most fixes of a stop: too early to judge, nothing to dwell in
         return _observed(state, fix, group, index, cfg, observed)
     t, lat7, lon7 = fix["t"], fix["lat"], fix["lon"]
     inside = state["inside"]
