@@ -166,7 +166,7 @@ def _arrived_at(last: Any, fix: dict[str, Any]) -> int:
     spd = last.get("spd", 0)
     if spd <= 0:
         return int(fix["t"])
-    way = distance_m(last["lat"], last["lon"], fix["lat"], fix["lon"]) / (spd / 3.6)
+    way = _step_m(last["lat"], last["lon"], fix["lat"], fix["lon"]) / (spd / 3.6)
     return min(int(fix["t"]), last["t"] + round(way))
 
 
@@ -177,7 +177,7 @@ def _left_at(left: Cluster | None, first: list[int]) -> int:
     if left is None or spd <= 0:
         return t
     lat0, lon0 = stop_cluster.center(left)
-    away = distance_m(round(lat0), round(lon0), lat, lon) / (spd / 3.6)
+    away = _step_m(round(lat0), round(lon0), lat, lon) / (spd / 3.6)
     return max(left["t"], t - round(away))
 
 
@@ -193,9 +193,9 @@ def _departure_m(left: Cluster | None, run: list[list[int]], fix: dict[str, Any]
         return 0.0
     total = 0.0
     for h in run:
-        total += distance_m(a[0], a[1], h[1], h[2])
+        total += _step_m(a[0], a[1], h[1], h[2])
         a = (h[1], h[2])
-    return total + distance_m(a[0], a[1], fix["lat"], fix["lon"])
+    return total + _step_m(a[0], a[1], fix["lat"], fix["lon"])
 
 
 def _qualifies(trip: Trip, t: int, cfg: MotionConfig) -> bool:
