@@ -114,10 +114,11 @@ def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observe
     n = c["n"]
     x = (fix["lon"] - c["lon0"]) * c["kx"]
     y = (fix["lat"] - c["lat0"]) * _KY
-    dx, dy = x - c["sx"] / n, y - c["sy"] / n
-    d = math.sqrt(dx * dx + dy * dy)
+    dx = x - c["sx"] / n
+    dy = y - c["sy"] / n
+    d2 = dx * dx + dy * dy
     # A fix reporting a moving speed joins only when very close: else it is held.
-    if d <= GATE_MIN_M or d <= gate(c) and n > 1 and spd < moving_kmh:
+    if d2 <= _GATE_MIN_2 or n > 1 and spd < moving_kmh and d2 <= gate(c) ** 2:
         c["n"] = n + 1  # a member: this runs for every fix of a stop
         c["t"] = fix["t"]
         c["sx"] += x
@@ -130,13 +131,14 @@ def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observe
     if n == 1 and c.get("arrived", True):
         state["cluster"] = None  # not stopped yet: the speed may lag behind
         return _MOVING
-    verdict, run = _beyond(c, fix, d, moving_kmh)
+    verdict, run = _beyond(c, fix, math.sqrt(d2), moving_kmh)
     if verdict == DEPARTED:
         state["cluster"] = None
     return verdict, run, c
 
 
 _NONE: list[list[int]] = []  # shared, never changed
+_GATE_MIN_2 = GATE_MIN_M * GATE_MIN_M
 _MOVING: Observed = (MOVING, _NONE, None)
 
 
