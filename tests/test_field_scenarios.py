@@ -9,11 +9,13 @@ one. The same scenarios through the pipeline and the store are the scorecard,
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from scenarios import SCENARIOS, Scenario, Score, Truth, found_from_events, score
-from tracks import Clock, engine, replay
+from tracks import Clock, Rig, engine, replay
 
 SEEDS = [11, 12, 13, 14]
 EVERY_MAX = 15  # the longest report period of the parked scenarios
@@ -105,3 +107,30 @@ def test_the_truth_follows_the_noise_free_path() -> None:
     assert len(scn.truth.trips) == 1 and scn.truth.trips[0][0] == scn.fixes[0]["t"] + 120
     assert all(b["t"] - a["t"] == 30 for a, b in zip(scn.fixes, scn.fixes[1:], strict=False))
 
+
+
+@pytest.mark.parametrize("order", ["in order", "reversed", "interleaved"])
+def test_a_service_day_with_two_hours_delivered_late_gives_the_same_events(
+    tmp_path: Path, order: str,
+) -> None:
+    # Through the pipeline and the store: two hours held back (stops, visits, a trip)
+    # and sent after the rest, or half-way through it; the late span is re-derived.
+    scn = SCENARIOS["service day"](SEEDS[0])
+    t0 = scn.fixes[0]["t"]
+    held = [f for f in scn.fixes if t0 + 1800 <= f["t"] < t0 + 9000]
+    live = [f for f in scn.fixes if f not in held]
+    if order == "reversed":
+        held.reverse()
+    split = len(live) if order != "interleaved" else len(live) // 2 + 90
+    rig = Rig(tmp_path / "store.db", scn.index())
+    for f in live[:split] + held + live[split:]:
+        rig.position(f)
+    rig.tick(rig.clock.now + 3600)
+    rows = rig.store.iter_rows("SELECT kind, t, data FROM events WHERE boot = -1 AND "
+                               "retracted = 0 ORDER BY t, id")
+    events = [(r["kind"], r["t"], json.loads(r["data"])) for r in rows]
+    rig.close()
+    s = score(found_from_events(events), scn.truth, scn.every)
+    assert s.transitions_found == s.transitions_tp == s.transitions_true == 13
+    assert s.visits_found == s.visits_tp == s.visits_true == 4
+    assert s.trips_found == s.trips_true == 5
