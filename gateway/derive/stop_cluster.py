@@ -10,7 +10,9 @@ a jump that returns). The device has left only when the held fixes show sustaine
 displacement: at least two in a row, the last beyond the departure distance, none
 coming back towards the centre, with a reported speed of moving or a third fix
 further still. Until a cluster has ``ESTABLISHED`` members it is young: the device
-may be just passing, and a fix beyond the gate or at moving speed ends it.
+may be just passing, and a fix beyond the gate or at moving speed ends it; a fix at
+moving speed also ends a stop driven to that lasted less than ``PASSING_S`` (a traffic
+light), without waiting for a second one.
 
 ``observe`` returns what the fix means (``MOVING``, ``STILL``, ``HELD``,
 ``DEPARTED``); the fence tracker and the motion rules act on that. Pure logic over a
@@ -31,6 +33,7 @@ HELD = 2  # beyond the stop, not (yet) a departure: evidence of nothing so far
 DEPARTED = 3  # the held fixes and this one are a departure, in this order
 
 ESTABLISHED = 3  # members before a cluster is a stop rather than a slow fix or two
+PASSING_S = 60  # a stop driven to and shorter than this (a traffic light) ends at speed
 GATE_MIN_M = 20.0  # the gate never shrinks below this: a receiver's fixes are not that good
 GATE_MAX_M = 80.0
 GATE_SIGMAS = 4.0  # the gate, in standard deviations (per axis) of the stop's fixes
@@ -108,7 +111,8 @@ def observe(state: MotionState, fix: dict[str, Any], moving_kmh: int) -> Observe
             c = state["cluster"] = new(fix, arrived=False)
             return STILL, _NONE, c
         c = state["cluster"] = new(last)  # type: ignore[arg-type]
-    elif spd >= moving_kmh and c["n"] < ESTABLISHED and c.get("arrived", True):
+    elif spd >= moving_kmh and (c["n"] < ESTABLISHED or c["t"] - c["t0"] < PASSING_S) \
+            and c.get("arrived", True):
         state["cluster"] = None  # young, driven to and moving: it was passing
         return _MOVING
     n = c["n"]
