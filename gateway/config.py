@@ -55,6 +55,7 @@ class StoreConfig:
 class PipelineSettings:
     max_boot_lag: int = 3
     receipts: bool = True  # tell devices after each commit which records are settled
+    receipt_delay_ms: int = 1000  # hold a device's receipts this long to merge them
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ SECRETS_FROM_ENV = {
     ("feeds", "password"): "FIELDTRACK_FEEDS_PASSWORD",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# Well below the tracker's receipt_timeout_s (30 s), after which it sends records again.
+MAX_RECEIPT_DELAY_MS = 20_000
 
 
 def _suggest(key: str, choices: list[str]) -> str:
@@ -206,6 +209,10 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
         raise ConfigError("%s: [mqtt] port: %d is not a TCP port" % (source, config.mqtt.port))
     if config.store.rejects_per_device < 1:
         raise ConfigError("%s: [store] rejects_per_device: must be at least 1" % source)
+    if config.pipeline.receipt_delay_ms > MAX_RECEIPT_DELAY_MS:
+        raise ConfigError("%s: [pipeline] receipt_delay_ms: %d is too long: devices send "
+                          "their records again after 30 s without a receipt; use at most %d"
+                          % (source, config.pipeline.receipt_delay_ms, MAX_RECEIPT_DELAY_MS))
     if config.store.commit_max_messages < 1:
         raise ConfigError("%s: [store] commit_max_messages: must be at least 1" % source)
     return config

@@ -59,7 +59,8 @@ class Gateway:
         store = Store(self.db)
         store.put_device(Device(DEVICE, "vans", KEY, True))
         store.close()
-        self.worker = Worker(parse({"store": {"path": str(self.db)}}))
+        self.worker = Worker(parse({"store": {"path": str(self.db)},
+                                     "pipeline": {"receipt_delay_ms": 0}}))
 
     def send(self, *frames: bytes) -> Report:
         """Handle the frames and commit them as one batch."""
@@ -233,7 +234,8 @@ def test_a_reset_requested_while_the_gateway_is_down_is_taken_at_start(
     gw.send(frame(20, 0))
     gw.close()
     assert cli(gw.db, "reset-epochs", DEVICE).exit_code == 0
-    gw.worker = Worker(parse({"store": {"path": str(gw.db)}}))
+    gw.worker = Worker(parse({"store": {"path": str(gw.db)},
+                                "pipeline": {"receipt_delay_ms": 0}}))
     assert gw.send(frame(1, 0, T0 + 100)).positions == 1
 
 
@@ -290,7 +292,7 @@ def test_an_old_store_poisoned_by_an_absurd_boot_gets_a_sane_reference(tmp_path:
                     (DEVICE, boot, seq, T0 + boot % 1000))
     con.commit()
     con.close()
-    worker = Worker(parse({"store": {"path": str(db)}}))
+    worker = Worker(parse({"store": {"path": str(db)}, "pipeline": {"receipt_delay_ms": 0}}))
     try:
         assert worker.pipeline.epochs[DEVICE].reference == 5
         worker.handle(TOPIC, frame(6, 0, T0 + 500), now_ms())

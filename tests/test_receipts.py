@@ -163,3 +163,41 @@ def test_a_device_without_a_key_gets_plain_receipts() -> None:
 
 def test_unknown_and_disabled_devices_are_told_nothing() -> None:
     assert receipts.build([("ghost", 1, 0, 1), ("off-1", 1, 0, 1)], REGISTRY) == []
+
+
+# --- holding a device's receipts back to merge them ---------------------------------
+
+
+def test_a_held_run_goes_out_when_its_delay_has_passed() -> None:
+    hold = receipts.Holdback(1.0)
+    hold.add([("van-1", 1, 0, 1)], now=10.0)
+    assert hold.due(10.5) == []
+    assert hold.next_due == 11.0
+    assert hold.due(11.0) == [("van-1", 1, 0, 1)]
+    assert hold.held == {} and hold.next_due == float("inf")
+
+
+def test_a_device_with_enough_frames_waiting_is_told_at_once() -> None:
+    hold = receipts.Holdback(5.0)
+    hold.add([("van-1", 1, 0, 1), ("van-2", 1, 0, 1), ("van-1", 1, 1, 1)], now=0.0)
+    assert hold.due(0.1) == []
+    hold.add([("van-1", 1, 2, 1)], now=0.2)  # its third frame: no stall of its window
+    assert hold.due(0.2) == [("van-1", 1, 0, 1), ("van-1", 1, 1, 1), ("van-1", 1, 2, 1)]
+    assert list(hold.held) == ["van-2"] and hold.next_due == 5.0
+
+
+def test_no_delay_sends_every_run_after_its_commit() -> None:
+    hold = receipts.Holdback(0.0)
+    hold.add([("van-1", 1, 0, 1)], now=3.0)
+    assert hold.due(3.0) == [("van-1", 1, 0, 1)]
+
+
+def test_held_runs_of_one_device_become_one_receipt() -> None:
+    hold = receipts.Holdback(1.0)
+    hold.add([("van-1", 1, 0, 1)], now=0.0)
+    hold.add([("van-1", 1, 1, 1)], now=0.4)
+    [(_, payload)] = receipts.build(hold.due(1.0), REGISTRY)
+    mac, inner = cose.unwrap(payload, frames.MAX_FRAME_BYTES)
+    assert mac is not None and mac.verify(KEY)
+    assert frames.decode_downlink(inner) == {"type": "receipt", "v": 1, "boot": 1, "seq": 0,
+                                             "n": 2}

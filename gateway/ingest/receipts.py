@@ -27,6 +27,10 @@ FINAL_REJECTS = frozenset({
 
 Run = tuple[str, int, int, int]  # (device, boot, first seq, number of records)
 
+# A device's held runs go out once this many frames wait: below the tracker's window of
+# 4 unconfirmed frames (firmware/app.py), so a device streaming live never stalls on it.
+FLUSH_FRAMES = 3
+
 
 def settled(outcome: Outcome) -> Run | None:
     """The records one processed message settled for good, or None: no receipt is due.
@@ -85,3 +89,44 @@ def build(runs: Iterable[Run], registry: Mapping[str, Device]) -> list[tuple[str
             payload = fast.sign(payload, device.key, device_id)
         out.append((topics.downlink(device_id), payload))
     return out
+
+
+class Holdback:
+    """Settled runs held per device for up to ``delay_s``, so that one receipt covers
+    several frames of a device that reports often.
+
+    Holding is safe: the runs are committed already, and a receipt that never comes
+    (the gateway stops first) only makes the device send the records again, which the
+    store drops as duplicates. A device's runs go out together, when ``FLUSH_FRAMES``
+    of its frames wait or its oldest has waited ``delay_s``.
+    """
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.held: dict[str, tuple[float, list[Run]]] = {}  # device -> (since, runs)
+        self.next_due = float("inf")  # when the oldest held run is due
+
+    def add(self, runs: Iterable[Run], now: float) -> None:
+        for run in runs:
+            entry = self.held.get(run[0])
+            if entry is None:
+                self.held[run[0]] = (now, [run])
+                self.next_due = min(self.next_due, now + self.delay_s)
+            else:
+                entry[1].append(run)
+
+    def due(self, now: float) -> list[Run]:
+        """Take the runs whose time has come (all of them with ``delay_s`` 0)."""
+        out: list[Run] = []
+        if not self.held:
+            return out
+        next_due = float("inf")
+        for device, (since, runs) in list(self.held.items()):
+            if len(runs) >= FLUSH_FRAMES or now - since >= self.delay_s:
+                out.extend(runs)
+                del self.held[device]
+            else:
+                next_due = min(next_due, since + self.delay_s)
+        self.next_due = next_due
+        return out
+

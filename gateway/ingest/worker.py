@@ -115,6 +115,7 @@ class Worker:
         self.epochs_version = epochs_table.version(self.store.db)
         self.batch = Batch()
         self.report = Report(0)
+        self.holdback = receipts.Holdback(config.pipeline.receipt_delay_ms / 1000)
         self.received = 0  # messages handled so far
         self.batch_started = 0.0
         self.checked = {"registry": time.monotonic(), "tick": 0.0, "pruned": 0.0,
@@ -284,7 +285,8 @@ class Worker:
             self.config.store.commit_interval_ms
 
     def pending(self) -> bool:
-        return self.received > self.report.upto or len(self.batch) > 0 or bool(self.report.derive)
+        return (self.received > self.report.upto or len(self.batch) > 0
+                or bool(self.report.derive) or self.holdback.next_due <= time.monotonic())
 
     def count_late(self) -> None:
         """Late fixes seen since the last report, for /metrics and the summary."""
@@ -348,8 +350,11 @@ class Worker:
         self.window["rejects"] += len(batch.rejects) + len(reused)
         self.window["duplicates"] += report.duplicates
         self.batch_started = 0.0
-        # Durable now: the receipts may go out, with the report, after the commit.
-        report.receipts = receipts.build(report.settled, self.pipeline.registry)
+        # Durable now: the receipts may go out, with the report, after the commit (a
+        # device's own held back briefly, to cover several of its frames).
+        now = time.monotonic()
+        self.holdback.add(report.settled, now)
+        report.receipts = receipts.build(self.holdback.due(now), self.pipeline.registry)
         report.settled = []
         return report
 
