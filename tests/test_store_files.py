@@ -72,3 +72,17 @@ def test_the_gateway_refuses_an_empty_store_at_start(
     assert main(["gateway", "run", "-c", str(config)]) != 0
     err = capsys.readouterr().err
     assert str(store) in err and "empty" in err and "Traceback" not in err
+
+
+def test_a_store_damaged_inside_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "fieldtrack.db"
+    store = Store(path)
+    store.close()
+    data = bytearray(path.read_bytes())
+    for i in range(100, len(data), 7):  # pages garbled behind an intact header
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    assert str(path) in str(err.value) and "restore it from a backup" in str(err.value)
+    assert path.read_bytes() == bytes(data)  # left as it was, for whoever repairs it

@@ -270,8 +270,10 @@ class Store:
             epochs_table.ensure(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                "%s: cannot open the store (%s); is it a fieldtrack SQLite database?"
-                % (self.path, exc)
+                "%s: cannot open the store (%s). If it is a damaged fieldtrack store, "
+                "restore it from a backup (nothing it refuses to take is acknowledged to "
+                "the broker, which keeps it for the gateway); if it is another file, point "
+                "[store] path elsewhere" % (self.path, exc)
             ) from None
 
     def set_busy_timeout(self, ms: int) -> None:
