@@ -14,8 +14,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from harness import (
     count,
     frame_bytes,
     free_port,
+    http_get,
     position,
     wait_until,
     write_config,
@@ -39,16 +38,6 @@ KEY = bytes(range(40, 72))
 BEFORE, DURING = 100, 300  # frames sent before the fault, and while it lasts
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 @dataclass
 class Running:
     gw: GatewayProcess
@@ -57,7 +46,7 @@ class Running:
     pub: Publisher
 
     def metric(self, name: str) -> float:
-        _, text = get(self.base + "/metrics")
+        _, text = http_get(self.base + "/metrics")
         for line in text.splitlines():
             if line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
@@ -88,7 +77,7 @@ def start(tmp_path: Path, store_dir: Path, broker: Broker, **store: object) -> R
 def assert_paused(run: Running, stored: int, words: str) -> None:
     """The fault is visible and nothing beyond the committed frames is acknowledged."""
     wait_until(lambda: run.metric("fieldtrack_commit_failing") == 1, what="the failing gauge")
-    status, body = get(run.base + "/healthz")
+    status, body = http_get(run.base + "/healthz")
     assert status == 503 and words in body, body
     assert run.metric("fieldtrack_commit_failures_total") >= 1
     assert count(run.db) == stored
@@ -98,7 +87,7 @@ def assert_paused(run: Running, stored: int, words: str) -> None:
 def assert_resumed(run: Running, n: int) -> None:
     wait_until(lambda: count(run.db) == n, timeout=30, what="every frame after the fault")
     wait_until(lambda: run.acked() == n, what="every frame acknowledged")
-    wait_until(lambda: get(run.base + "/healthz")[0] == 200, what="healthy again")
+    wait_until(lambda: http_get(run.base + "/healthz")[0] == 200, what="healthy again")
     assert run.metric("fieldtrack_commit_failing") == 0
     assert count(run.db, "SELECT COUNT(DISTINCT seq) FROM positions") == n
     assert count(run.db, "SELECT MAX(seq) FROM positions") == n - 1

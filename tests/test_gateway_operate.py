@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from conftest import Broker
-from harness import GatewayProcess, Publisher, count, frame_bytes, free_port, position, wait_until
+from harness import (
+    GatewayProcess,
+    Publisher,
+    count,
+    frame_bytes,
+    free_port,
+    http_get,
+    position,
+    wait_until,
+)
 from harness import write_config as write_gateway_config
 
 from fieldtrack.gateway.store.sqlite import Device, Store
 
 KEY = bytes(range(100, 132))
 PASSWORD = "s3cret-broker-password"
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def test_metrics_health_and_logs(tmp_path: Path, mosquitto_broker: Broker) -> None:
@@ -43,14 +40,14 @@ def test_metrics_health_and_logs(tmp_path: Path, mosquitto_broker: Broker) -> No
     base = "http://127.0.0.1:%d" % http_port
     pub = Publisher(mosquitto_broker.port)
     try:
-        wait_until(lambda: get(base + "/healthz")[0] == 200, what="healthy")
+        wait_until(lambda: http_get(base + "/healthz")[0] == 200, what="healthy")
         pub.publish_many("van-7", [frame_bytes(position(i), "van-7", KEY) for i in range(20)])
         pub.publish("van-7", frame_bytes(position(99), "van-7", bytes(32)))  # bad MAC
         db = tmp_path / "fieldtrack.db"
         wait_until(lambda: count(db) == 20 and count(db, "SELECT COUNT(*) FROM rejects") == 1)
 
         def metric(name: str) -> float:
-            _, text = get(base + "/metrics")
+            _, text = http_get(base + "/metrics")
             for line in text.splitlines():
                 if line.startswith(name + " ") or line.startswith(name + "{"):
                     return float(line.rsplit(" ", 1)[1])
@@ -62,9 +59,9 @@ def test_metrics_health_and_logs(tmp_path: Path, mosquitto_broker: Broker) -> No
         assert metric("fieldtrack_mqtt_connected") == 1
         assert metric("fieldtrack_stage_seconds_count") > 0
         mosquitto_broker.stop()
-        wait_until(lambda: get(base + "/healthz")[0] == 503, what="unhealthy without a broker")
+        wait_until(lambda: http_get(base + "/healthz")[0] == 503, what="unhealthy without a broker")
         mosquitto_broker.start()
-        wait_until(lambda: get(base + "/healthz")[0] == 200, what="healthy again")
+        wait_until(lambda: http_get(base + "/healthz")[0] == 200, what="healthy again")
         assert gw.terminate() == 0
         log = (tmp_path / "gateway.log").read_text()
         entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
