@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from scenarios import SCENARIOS, Scenario, Score, Truth, found_from_events, score
-from tracks import Clock, Rig, engine, replay
+from tracks import MONDAY, Clock, Rig, circle, engine, fences, fix, of_kind, replay
 
 SEEDS = [11, 12, 13, 14]
 EVERY_MAX = 15  # the longest report period of the parked scenarios
@@ -134,3 +134,55 @@ def test_a_service_day_with_two_hours_delivered_late_gives_the_same_events(
     assert s.transitions_found == s.transitions_tp == s.transitions_true == 13
     assert s.visits_found == s.visits_tp == s.visits_true == 4
     assert s.trips_found == s.trips_true == 5
+
+
+def _drive_east(points: list[tuple[float, float]], every: int = 30) -> list[dict[str, Any]]:
+    """Fixes every ``every`` s at 72 km/h (20 m/s), at the (north, east) points given."""
+    t0 = MONDAY + 120
+    start = [fix(MONDAY + k * every, 0, 0) for k in range(0, 120 // every)]
+    return start + [fix(t0 + k * every, n, e, spd=72, acc=12) for k, (n, e) in
+                    enumerate(points)]
+
+
+def test_a_fix_thrown_aside_at_a_small_fence_does_not_hide_the_passage() -> None:
+    # 600 m apart along a road east; the fix at the gate (50 m across) lands 60 m north:
+    # neither way through it passes the gate, the way from the fix before to the one
+    # after does, straight through.
+    gate = fences(circle("gate", 0, 1800, 25, kind="site"))
+    way = [(0, 0), (0, 600), (0, 1200), (60, 1800), (0, 2400), (0, 3000)]
+    clock = Clock()
+    events = of_kind(replay(engine(gate, clock), _drive_east(way), clock),
+                     "geofence_enter", "geofence_exit")
+    assert [(e.kind, e.fence) for e in events] == [("geofence_enter", "gate"),
+                                                   ("geofence_exit", "gate")]
+    passing = MONDAY + 120 + 3 * 30  # the true time at the gate's centre
+    assert all(abs(e.t - passing) <= 30 for e in events)
+    # The same way with the fix on the road: one passage as well, not two.
+    clock = Clock()
+    straight = [(0, 0), (0, 600), (0, 1200), (0, 1800), (0, 2400), (0, 3000)]
+    events = of_kind(replay(engine(gate, clock), _drive_east(straight), clock),
+                     "geofence_enter", "geofence_exit")
+    assert [(e.kind, e.fence) for e in events] == [("geofence_enter", "gate"),
+                                                   ("geofence_exit", "gate")]
+
+
+def test_a_turn_is_not_a_jump_the_corner_it_cuts_is_not_passed() -> None:
+    # East 600 m, then north at a corner: the way from the fix before the corner to the
+    # one after it cuts across a yard that the van drove round.
+    yard = fences(circle("yard", 300, 900, 40, kind="customer"))
+    way = [(0, 0), (0, 600), (0, 1200), (600, 1200), (1200, 1200)]
+    clock = Clock()
+    events = replay(engine(yard, clock), _drive_east(way), clock)
+    assert of_kind(events, "geofence_enter", "geofence_exit") == []
+
+
+def test_a_van_that_stops_just_inside_while_a_fix_jumps_out_makes_no_passage() -> None:
+    # Service day, seed 54: at customer-1 the van stops 12 and 38 m inside, then one
+    # fix at 0 km/h lands 25 m outside. Standing, not a passage: no enter/exit pair
+    # seconds long, only the visit's.
+    s, truth, events = scored("service day", 54)
+    pairs = [(k, t) for k, t, d in events
+             if d.get("fence") == "customer-1" and k in ("geofence_enter", "geofence_exit")]
+    assert len(pairs) == 2, pairs
+    assert s.spurious_parked == 0
+    assert s.transitions_found == s.transitions_tp == s.transitions_true

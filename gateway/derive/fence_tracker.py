@@ -7,7 +7,9 @@ cannot prove it is 5 m inside. When two fixes straddle a small fence (sparse
 reporting, a fast van), the segment between them is tested and the passage is
 reported with interpolated times; fixes inside that never confirmed an entry, between
 two outside, are a passage too when the way passes deep enough or they are deeper
-than their accuracy can explain (a lone one must also lie on the way).
+than their accuracy can explain (a lone one must also lie on the way). A fix thrown
+aside and back (multipath) hides the way: the way from the fix before it to the one
+after it is tested instead.
 
 While the device stands still (``stop_cluster``), its fixes are not judged one by
 one: the stop is, by the mean of its fixes, whose error shrinks with their number.
@@ -37,7 +39,12 @@ STOP_MIN_S = 120  # a stop is judged once it lasts this long: a receiver's error
 RUN_SIGMAS = 3.0  # unconfirmed fixes inside, this many standard deviations deep together
 LONE_SIGMAS = 2.0  # ...or one alone, on the way between its neighbours, this many deep
 RUN_MAX = 8  # fixes in such a run, at most
+STANDING_KMH = 5  # both the last fix inside and the one outside this slow: no passage
+JUMP_SHARE = 0.1  # a fix off its neighbours' way by more than its error, but by at most
+# this share of the way (about 11 degrees), jumped (multipath); further off, it turned
 _MM = 1e-3  # a millimetre: inside by more than this is inside
+_M_PER_E7 = M_PER_DEG * 1e-7  # metres per 1e-7 degree of latitude
+_RAD_PER_E7 = math.pi / 180 * 1e-7
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def track(
         # segment from the last one. Nothing can happen; only "last" moves on.
         if index.clear_e7(last[1], last[2], lat7, lon7) if last is not None \
                 else index.clear_e7(lat7, lon7, lat7, lon7):
+            state["back"] = last
             state["last"] = [t, lat7, lon7]
             return []
     lat, lon = lat7 * 1e-7, lon7 * 1e-7
@@ -160,6 +168,10 @@ def track(
     if passed and last is not None:
         out.extend(_crossings(last, fix, group, index, inside, pending, candidates, cfg,
                               passed))
+    back = state.get("back")
+    if passed and last is not None and back is not None:
+        out.extend(_jumped(back, last, fix, group, index, state, cfg))
+    state["back"] = last
     state["last"] = [t, lat7, lon7]
     if len(out) > 1:
         out.sort(key=_fix_time)
@@ -179,7 +191,7 @@ def _observed(state: FenceState, fix: dict[str, Any], group: str, index: FenceIn
     if verdict == stop_cluster.DEPARTED:
         # Crossings on the way out start from the stop's centre, at its last fix.
         clat, clon = stop_cluster.center(cluster)
-        state["last"] = [cluster["t"], round(clat), round(clon)]
+        state["last"], state["back"] = [cluster["t"], round(clat), round(clon)], None
         out: list[Derived] = []
         for t, lat, lon, acc, _ in run:
             out.extend(track(state, {"t": t, "lat": lat, "lon": lon, "acc": acc},
@@ -196,7 +208,7 @@ def _observed(state: FenceState, fix: dict[str, Any], group: str, index: FenceIn
         return _judge_stop(state, fix, group, index, cfg, cluster)
     if not cluster.get("arrived", True):
         # Never seen moving: where it stands is for its stop to say, not a fix.
-        state["last"] = [fix["t"], fix["lat"], fix["lon"]]
+        state["last"], state["back"] = [fix["t"], fix["lat"], fix["lon"]], None
         return []
     return track(state, fix, group, index, cfg)
 
@@ -262,11 +274,18 @@ def _run_step(lone: dict[str, Lone], fid: str, run: Lone | None, last: list[int]
         if last is None:
             return
         lone[fid] = [last[0], last[1], last[2], t, lat, lon, acc, t, lat, lon, 1,
-                     depth / sigma, depth]
+                     depth / sigma, depth, _speed(fix)]
     elif run[10] >= RUN_MAX:
         del lone[fid]  # a long stay along the edge: the fix-by-fix rules decide
     else:
-        run[7:13] = [t, lat, lon, run[10] + 1, run[11] + depth / sigma, run[12] + depth]
+        run[7:14] = [t, lat, lon, run[10] + 1, run[11] + depth / sigma, run[12] + depth,
+                     _speed(fix)]
+
+
+def _speed(fix: dict[str, Any]) -> float:
+    """The reported speed, km/h; -1 when the fix has none."""
+    spd = fix.get("spd")
+    return -1.0 if spd is None else float(spd)
 
 
 def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
@@ -287,6 +306,8 @@ def _run_passage(fence: Fence, run: Lone, fix: dict[str, Any], cfg: FenceConfig,
     acc = fix.get("acc", 0) or 0
     if distance_m(lat0, lon0, lat, lon) < 2 * (acc1 + acc) + 10:
         return  # the two outside are where it stands: jitter, not a passage
+    if len(run) > 13 and 0 <= run[13] < STANDING_KMH and 0 <= _speed(fix) < STANDING_KMH:
+        return  # standing inside when it came out: the fix outside jumped, no passage
     margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
     a, b = (lat0 * 1e-7, lon0 * 1e-7), (lat * 1e-7, lon * 1e-7)
     way = fence.crossing(a, b, depth=margin + cfg.accuracy_factor * max(acc, acc1) / 2)
@@ -420,6 +441,47 @@ def _maybe_exit(fence: Fence, inside: dict[str, Inside], d: float, threshold: fl
     if info["out"] < cfg.confirm_fixes:
         return
     _leave(fence, inside, cfg, out)
+
+
+def _jumped(back: list[int], last: list[int], fix: dict[str, Any], group: str,
+            index: FenceIndex, state: FenceState, cfg: FenceConfig) -> list[Derived]:
+    """Passages that a jump of ``last`` aside and back hid: on the way from ``back`` to
+    ``fix`` and on neither of the two ways through ``last``, with ``last`` outside.
+
+    A jump is ``last`` off the way between its neighbours (where the way is at its
+    time) by more than three of their deviations (taken as ``fix``'s: the last fix's
+    accuracy is not kept) and 5 m of road, and by at most ``JUMP_SHARE`` of the way:
+    further off, the vehicle turned."""
+    t0, t1, t = back[0], last[0], fix["t"]
+    if not t0 < t1 < t or t - t0 > 2 * cfg.crossing_max_gap_s:
+        return []
+    lat, lon = fix["lat"], fix["lon"]
+    f = (t1 - t0) / (t - t0)
+    # In metres on the local plane (the ways are short): where the way is at ``last``'s
+    # time, how far ``last`` is from it, and how long the way is.
+    ky, kx = _M_PER_E7, _M_PER_E7 * math.cos(lat * _RAD_PER_E7)
+    dy, dx = (lat - back[1]) * ky, (lon - back[2]) * kx
+    oy = (last[1] - back[1]) * ky - f * dy
+    ox = (last[2] - back[2]) * kx - f * dx
+    off2 = oy * oy + ox * ox
+    acc = fix.get("acc", 0) or 0
+    error = 2.1 * acc + 5  # 1.5 * hypot(acc, acc)
+    if off2 <= error * error or off2 > JUMP_SHARE * JUMP_SHARE * (dy * dy + dx * dx):
+        return []
+    a, m, b = ((p[1] * 1e-7, p[2] * 1e-7) for p in (back, last, (t, lat, lon)))
+    inside, pending, lone = state["inside"], state["pending"], state.get("lone") or {}
+    hidden = []
+    for fence in index.along(a, b):
+        if fence.id in inside or fence.id in pending or fence.id in lone \
+                or fence.signed_distance(*m) > 0:
+            continue  # the jump itself is inside: the rules for fixes inside decide
+        margin = fence.margin_m if fence.margin_m is not None else cfg.margin_m
+        depth = margin + cfg.accuracy_factor * acc / 2
+        if fence.crossing(a, m, depth) is None and fence.crossing(m, b, depth) is None:
+            hidden.append(fence)
+    if not hidden:
+        return []
+    return _crossings(back, fix, group, index, inside, pending, {}, cfg, hidden)
 
 
 def _crossings(last: list[int], fix: dict[str, Any], group: str, index: FenceIndex,

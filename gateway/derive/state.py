@@ -94,7 +94,7 @@ Pending = tuple[int, int, int, int]
 # fence id -> fixes inside it, not confirmed, after one outside: the fix before them
 # [t, lat, lon], the first inside [t, lat, lon, acc], the newest [t, lat, lon], their
 # number and the sum of their depths in standard deviations.
-Lone = list[float]
+Lone = list[float]  # see fence_tracker._run_step for the fields
 
 
 class FenceState(TypedDict):
@@ -102,6 +102,7 @@ class FenceState(TypedDict):
     pending: dict[str, Pending]
     lone: NotRequired[dict[str, Lone]]
     last: list[int] | None  # [t, lat, lon] of the newest judged fix
+    back: NotRequired[list[int] | None]  # ...and of the one before it (a jump's way back)
 
 
 class DeviceDerive(TypedDict):
