@@ -126,7 +126,7 @@ class Worker:
         self.reject_budget: dict[str, tuple[float, int]] = {}  # topic -> (second, rejects)
         self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0, "late": 0}
         self.fault_notice: tuple[str, str, int] | None = None
-        self.downlink = downlink.Downlink()
+        self.downlink = downlink.Downlink(config.pipeline.command_resend_s)
         self.commands_version = -1  # the first housekeeping loads the pending commands
         # For the MQTT process: commands to publish, and counts for /metrics.
         self.outgoing: list[tuple[str, bytes]] = []
