@@ -171,7 +171,7 @@ def _wait(store: Store, row: CommandRow, wait_s: float) -> None:
         time.sleep(0.2)
     if current is None or current.state not in DONE:
         state = current.state if current else "gone"
-        raise NotDone("%s: no answer to cid %d within %.0f s (state %s, sent %d times); the "
+        raise NotDone("%s: no answer to cid %d within %g s (state %s, sent %d times); the "
                       "gateway keeps sending it until it expires: `fieldtrack command list "
                       "%s` shows it later" % (row.device_id, row.cid, wait_s, state,
                                               current.tries if current else 0, row.device_id))
