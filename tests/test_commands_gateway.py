@@ -185,6 +185,8 @@ def test_a_command_nobody_answers_expires(rig: Rig) -> None:
     assert rig.watch.cids("van-1") == [row.cid]
     wait_until(lambda: rig.metric("fieldtrack_commands_expired_total") == 1.0, 5,
                "the expired metric")
+    assert count(rig.db, "SELECT COUNT(*) FROM events WHERE kind='command_expired' AND "
+                 "json_extract(data, '$.cid') = %d" % row.cid) == 1
 
 
 def test_a_disabled_device_gets_nothing(rig: Rig) -> None:

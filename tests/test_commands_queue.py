@@ -208,11 +208,17 @@ def test_a_command_past_its_expiry_is_given_up(store: Store) -> None:
     row = queue.queue_command(store.db, "van-1", "locate", ttl_s=10, now=NOW)
     link = _downlink(store)
     assert link.due(NOW + 10, store.devices())[1] == []
-    assert link.due(NOW + 11, store.devices()) == ([], [row.id])
+    send, expired = link.due(NOW + 11, store.devices())
+    assert send == [] and [p.id for p in expired] == [row.id]
     assert link.waiting == {}
-    assert queue.mark_expired(store.db, [row.id]) == 1
+    event = queue.expired_event("van-1", 77, "command/1/expired", 1, "locate", row.exp,
+                                int(NOW * 1000) + 11_000)
+    assert queue.mark_expired(store.db, [(row.id, event)]) == 1
     assert queue.get_command(store.db, "van-1", 1).state == "expired"  # type: ignore[union-attr]
-    assert queue.mark_expired(store.db, [row.id]) == 0
+    assert queue.mark_expired(store.db, [(row.id, event)]) == 0
+    logged = store.db.execute("SELECT boot, seq, kind, data, key FROM events").fetchall()
+    assert logged == [(-1, 77, "command_expired",
+                       '{"cid":1,"exp":%d,"kind":"locate"}' % row.exp, "command/1/expired")]
 
 
 def test_a_disabled_device_gets_nothing(store: Store) -> None:

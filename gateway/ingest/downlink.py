@@ -37,6 +37,7 @@ class Pending:
     id: int
     device: str
     cid: int
+    kind: str
     exp: int  # Unix s, 0: none
     frame: bytes  # the unsigned command frame
     last_sent: float  # Unix s of the last publish, 0.0: never
@@ -66,7 +67,7 @@ class Downlink:
             if p is None:
                 new += row.state == "queued"
                 sent = row.sent_ms / 1000 if row.state == "sent" and row.sent_ms else 0.0
-                p = Pending(row.id, row.device_id, row.cid, row.exp,
+                p = Pending(row.id, row.device_id, row.cid, row.kind, row.exp,
                             encode(row.cid, row.kind, row.exp, row.args), sent)
             waiting.setdefault(row.device_id, []).append(p)
         for items in waiting.values():
@@ -115,19 +116,19 @@ class Downlink:
         self.nudged.discard(device)
 
     def due(self, now: float, registry: Mapping[str, Device]
-            ) -> tuple[list[Pending], list[int]]:
-        """(commands to publish now, in cid order per device; ids whose expiry passed).
+            ) -> tuple[list[Pending], list[Pending]]:
+        """(commands to publish now, in cid order per device; those whose expiry passed).
 
         The expired ones are dropped here; the caller records them and notes each
         publish with ``sent``.
         """
         send: list[Pending] = []
-        expired: list[int] = []
+        expired: list[Pending] = []
         for device, items in list(self.waiting.items()):
             live = []
             for p in items:
                 if p.exp and now > p.exp:
-                    expired.append(p.id)
+                    expired.append(p)
                 else:
                     live.append(p)
             if len(live) != len(items):

@@ -38,6 +38,7 @@ from typing import Any
 from fieldtrack.gateway import epochs, logs, metrics
 from fieldtrack.gateway.config import GatewayConfig
 from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
+from fieldtrack.gateway.derive.identity import key_seq
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
@@ -397,7 +398,11 @@ class Worker:
                 return
             send, expired = self.downlink.due(now, self.pipeline.registry)
             if expired:
-                self._count("expired", commands_table.mark_expired(db, expired))
+                now_ms = int(now * 1000)
+                self._count("expired", commands_table.mark_expired(db, [
+                    (p.id, commands_table.expired_event(
+                        p.device, key_seq(key), key, p.cid, p.kind, p.exp, now_ms))
+                    for p in expired for key in ("command/%d/expired" % p.cid,)]))
             if not send:
                 return
             live = commands_table.mark_sent(db, [p.id for p in send], int(now * 1000))

@@ -377,16 +377,41 @@ def mark_sent(db: sqlite3.Connection, ids: Sequence[int], now_ms: int) -> set[in
     return live
 
 
-def mark_expired(db: sqlite3.Connection, ids: Sequence[int]) -> int:
-    """Give up on commands whose expiry passed without an ack; returns how many."""
-    if not ids:
+def mark_expired(db: sqlite3.Connection, expired: Sequence[tuple[int, tuple[Any, ...]]]
+                 ) -> int:
+    """Give up on commands whose expiry passed without an ack; returns how many.
+
+    ``expired``: (command id, its ``command_expired`` event row) pairs; the event (a
+    derived event of the device, for the log and the feeds) is written in the same
+    transaction, for each command that was still pending.
+    """
+    if not expired:
         return 0
+    done = 0
     with _transaction(db):
-        before = db.total_changes
-        db.executemany("UPDATE commands SET state='expired', reason='no acknowledgement "
-                       "before its expiry' WHERE id=? AND state IN ('queued', 'sent')",
-                       [(i,) for i in ids])
-        return db.total_changes - before
+        for command_id, event in expired:
+            if db.execute("UPDATE commands SET state='expired', reason='no acknowledgement "
+                          "before its expiry' WHERE id=? AND state IN ('queued', 'sent')",
+                          (command_id,)).rowcount:
+                done += 1
+                db.execute(_INSERT_EVENT, event)
+    return done
+
+
+# A derived event (boot -1, a key): the columns of ``sqlite.EVENT_COLUMNS``.
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (device, boot, seq, t, kind, lat, lon, acc, data, received, "
+    "ms, key, judged) VALUES (?, -1, ?, ?, 'command_expired', NULL, NULL, NULL, ?, ?, 0, ?, "
+    "NULL)"
+)
+
+
+def expired_event(device: str, seq: int, key: str, cid: int, kind: str, exp: int,
+                  now_ms: int) -> tuple[Any, ...]:
+    """The row of a ``command_expired`` event (``seq`` derived from ``key``)."""
+    data = json.dumps({"cid": cid, "kind": kind, "exp": exp}, sort_keys=True,
+                      separators=(",", ":"))
+    return (device, seq, now_ms // 1000, data, now_ms, key)
 
 
 _APPLY_ACK = (
