@@ -235,3 +235,13 @@ def test_a_cancel_wins_over_a_send(store: Store) -> None:
     queue.cancel_command(store.db, "van-1", row.cid)  # between the decision and the mark
     assert queue.mark_sent(store.db, [p.id for p in send], int(NOW * 1000)) == set()
     assert queue.get_command(store.db, "van-1", 1).tries == 0  # type: ignore[union-attr]
+
+
+def test_a_row_that_makes_no_frame_is_left_out_and_named(store: Store) -> None:
+    queue.queue_command(store.db, "van-1", "locate", now=NOW)
+    store.db.execute("INSERT INTO commands (device, cid, kind, args, exp, created_ms) VALUES "
+                     "('van-1', 9, 'locate', '{\"colour\": 1}', 0, 0)")  # not via the queue
+    link = Downlink()
+    link.load(queue.pending(store.db), lambda d: True)
+    assert [p.cid for p in link.waiting["van-1"]] == [1]
+    assert [(row.cid, "colour" in why) for row, why in link.unsendable] == [(9, True)]

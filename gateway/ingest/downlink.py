@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from fieldtrack.gateway.store.commands import CommandRow, encode
+from fieldtrack.gateway.store.commands import CommandError, CommandRow, encode
 from fieldtrack.gateway.store.sqlite import Device
 from fieldtrack.protocol import fast, topics
 
@@ -52,6 +52,7 @@ class Downlink:
         self.online: dict[str, bool] = {}  # of the devices in ``waiting``
         self.nudged: set[str] = set()  # devices heard from again: send what they wait for
         self.changed = False  # the number of pending commands moved since it was read
+        self.unsendable: list[tuple[CommandRow, str]] = []  # rows that make no frame: why
 
     def load(self, rows: Iterable[CommandRow], online: Callable[[str], bool]) -> int:
         """Take the store's pending rows; returns how many are new here.
@@ -65,10 +66,14 @@ class Downlink:
         for row in rows:
             p = known.get(row.id)
             if p is None:
+                try:
+                    frame = encode(row.cid, row.kind, row.exp, row.args)
+                except CommandError as exc:  # a row not written by queue_command
+                    self.unsendable.append((row, str(exc)))
+                    continue
                 new += row.state == "queued"
                 sent = row.sent_ms / 1000 if row.state == "sent" and row.sent_ms else 0.0
-                p = Pending(row.id, row.device_id, row.cid, row.kind, row.exp,
-                            encode(row.cid, row.kind, row.exp, row.args), sent)
+                p = Pending(row.id, row.device_id, row.cid, row.kind, row.exp, frame, sent)
             waiting.setdefault(row.device_id, []).append(p)
         for items in waiting.values():
             items.sort(key=lambda p: p.cid)

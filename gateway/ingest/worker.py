@@ -394,6 +394,11 @@ class Worker:
                 self.commands_version = version
                 if new:
                     self._count("queued", new)
+                for row, why in self.downlink.unsendable:
+                    log.error("command %d of %s (cid %d) is not sent: %s; cancel it with "
+                              "`fieldtrack command cancel %s %d`", row.id, row.device_id,
+                              row.cid, why, row.device_id, row.cid)
+                self.downlink.unsendable.clear()
             if not self.downlink.waiting:
                 return
             send, expired = self.downlink.due(now, self.pipeline.registry)

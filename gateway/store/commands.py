@@ -166,7 +166,7 @@ def sha256_of(value: Any) -> bytes:
 def expiry(kind: str, ttl_s: float | None, now: float) -> int:
     """``exp`` for a command queued at ``now`` with ``ttl_s`` (None: ``DEFAULT_TTL_S``)."""
     ttl = DEFAULT_TTL_S if ttl_s is None else ttl_s
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0 or 0 < ttl < 1:
         raise CommandError("ttl %r: give the seconds a command stays valid, 1..%d"
                            % (ttl_s, MAX_TTL_S), "ttl")
     if ttl > MAX_TTL_S:
@@ -278,6 +278,10 @@ def queue_command(conn: sqlite3.Connection, device_id: str, kind: str,
     ``sha256`` as 64 hex digits, ``version``). Every command expires ``ttl_s`` seconds
     from now (default ``DEFAULT_TTL_S``, at most 24 h); ``ttl_s=0`` means no expiry,
     allowed for the kinds that change nothing (locate, status).
+
+    ``conn`` is any connection to the store file with no transaction open (autocommit,
+    ``isolation_level=None``, is simplest): the queueing is one ``BEGIN IMMEDIATE``
+    transaction of its own, which waits for the gateway's commit if one is under way.
     """
     ensure(conn)
     now = time.time() if now is None else now
