@@ -56,6 +56,7 @@ class PipelineSettings:
     max_boot_lag: int = 3
     receipts: bool = True  # tell devices after each commit which records are settled
     receipt_delay_ms: int = 1000  # hold a device's receipts this long to merge them
+    command_resend_s: float = 30.0  # an unacknowledged command goes out again this often
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,9 @@ def parse(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
         raise ConfigError("%s: [pipeline] receipt_delay_ms: %d is too long: devices send "
                           "their records again after 30 s without a receipt; use at most %d"
                           % (source, config.pipeline.receipt_delay_ms, MAX_RECEIPT_DELAY_MS))
+    if config.pipeline.command_resend_s < 1:
+        raise ConfigError("%s: [pipeline] command_resend_s: must be at least 1 (a device "
+                          "needs a moment to answer)" % source)
     if config.store.commit_max_messages < 1:
         raise ConfigError("%s: [store] commit_max_messages: must be at least 1" % source)
     return config

@@ -41,6 +41,17 @@ _DERIVE_COUNTERS = {"late_fixes": LATE_FIXES, "rederived": REDERIVATIONS,
                     "fixes": REDERIVED_FIXES, "added": CORRECTIONS.labels("added"),
                     "changed": CORRECTIONS.labels("corrected"),
                     "retracted": CORRECTIONS.labels("retracted")}
+COMMANDS_QUEUED = Counter("fieldtrack_commands_queued",
+                          "Downlink commands the gateway picked up from the queue")
+COMMANDS_SENT = Counter("fieldtrack_commands_sent",
+                        "Downlink command publishes, first sends and re-sends (QoS 1)")
+COMMANDS_ACKED = Counter("fieldtrack_commands_acked",
+                         "Commands settled by the device's command_ack, by its result",
+                         ["result"])
+COMMANDS_EXPIRED = Counter("fieldtrack_commands_expired",
+                           "Commands given up: their expiry passed without an ack")
+COMMANDS_PENDING = Gauge("fieldtrack_commands_pending",
+                         "Commands queued or sent and not yet acknowledged or expired")
 STAGE_BUCKETS = (0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
@@ -102,6 +113,16 @@ def count_derive(counts: dict[str, float]) -> None:
     if counts.get("rederived"):
         STAGE_TIMES.observe("rederive", counts.get("seconds", 0.0) / counts["rederived"])
 
+
+def count_commands(sent: int, counts: dict[str, int], pending: int) -> None:
+    """What the pipeline process did with the command queue (``worker.take_downlink``)."""
+    COMMANDS_SENT.inc(sent)
+    COMMANDS_QUEUED.inc(counts.get("queued", 0))
+    COMMANDS_EXPIRED.inc(counts.get("expired", 0))
+    for name, n in counts.items():
+        if name.startswith("acked_"):
+            COMMANDS_ACKED.labels(name[6:]).inc(n)
+    COMMANDS_PENDING.set(pending)
 
 
 def serve(host: str, port: int, problem: Callable[[], str]) -> ThreadingHTTPServer:

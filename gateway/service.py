@@ -222,6 +222,8 @@ class Gateway:
                 self.commit_fault = "%s (%d failed commits)" % (rest[0], rest[1])
                 metrics.COMMIT_FAILURES.inc()
                 metrics.COMMIT_FAILING.set(1)
+            elif kind == "downlink":
+                self._send_commands(*rest)
             elif kind == "stuck":
                 self.stuck = rest[0]
 
@@ -261,6 +263,18 @@ class Gateway:
             if self.client.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS:
                 sent += 1
         metrics.RECEIPTS_SENT.inc(sent)
+
+    def _send_commands(self, messages: list[tuple[str, bytes]], counts: dict[str, int],
+                       pending: int) -> None:
+        """Commands the pipeline process marked as sent: QoS 1, not retained. While the
+        broker is away paho keeps them for the reconnect; the pipeline process sends
+        again what no ack settles (``ingest/downlink.py``)."""
+        sent = 0
+        for topic, payload in messages:
+            if self.client.publish(topic, payload, qos=1).rc in (mqtt.MQTT_ERR_SUCCESS,
+                                                                  mqtt.MQTT_ERR_NO_CONN):
+                sent += 1
+        metrics.count_commands(sent, counts, pending)
 
     def _check_pipeline(self) -> None:
         if not self.process.is_alive():

@@ -46,11 +46,14 @@ def _sentence(body: str) -> str:
     return "$%s*%02X\r\n" % (body, c)
 
 
-def write_drive(path: Path, n: int) -> list[tuple[int, int, int]]:
-    """RMC+GGA+GSA per second for a city drive; returns (t, lat, lon) as parsed."""
+def write_drive(path: Path, n: int, start_t: int | None = None) -> list[tuple[int, int, int]]:
+    """RMC+GGA+GSA per second for a city drive (from ``start_t``, else the track's own
+    start); returns (t, lat, lon) as parsed."""
     expected = []
     out = []
-    for fix in city_track(n, seed=3, period_s=1):
+    track = (city_track(n, seed=3, period_s=1) if start_t is None
+             else city_track(n, seed=3, start_t=start_t, period_s=1))
+    for fix in track:
         t = fix["t"]
         hms = time.strftime("%H%M%S", time.gmtime(t))
         dmy = time.strftime("%d%m%y", time.gmtime(t))

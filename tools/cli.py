@@ -25,6 +25,7 @@ COMMANDS = {
     "encode": "codec.command:encode",
     "gateway": "gateway.command:gateway",
     "devices": "devices.command:devices",
+    "command": "commands.command:command",
     "export": "export.command:export",
     "geofences": "geofences.command:geofences",
     "report": "report.command:report",

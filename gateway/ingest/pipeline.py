@@ -219,6 +219,8 @@ class Pipeline:
         else:  # status and command_ack are stored as events of that kind
             kind = record.frame_type
             data = {k: x for k, x in v.items() if k != "t"}
+            if kind == "command_ack":  # settles its command in the same commit
+                batch.acks.append((dev, v["cid"], v["result"], v.get("reason"), received_ms))
         batch.events.append((
             dev, record.boot, record.seq, v["t"], kind, v.get("lat"), v.get("lon"), v.get("acc"),
             event_data_json(data), received_ms, v.get("ms", 0), None, None,

@@ -38,12 +38,14 @@ from typing import Any
 from fieldtrack.gateway import epochs, logs, metrics
 from fieldtrack.gateway.config import GatewayConfig
 from fieldtrack.gateway.derive.engine import DeriveConfig, EventEngine
+from fieldtrack.gateway.derive.identity import key_seq
 from fieldtrack.gateway.errors import FenceError
 from fieldtrack.gateway.fences.index import FenceIndex
 from fieldtrack.gateway.fences.loader import load as load_fences
-from fieldtrack.gateway.ingest import corrections, receipts
+from fieldtrack.gateway.ingest import corrections, downlink, receipts
 from fieldtrack.gateway.ingest.pipeline import Outcome, Pipeline, PipelineConfig
 from fieldtrack.gateway.sinks.feeds import dead_letter_message
+from fieldtrack.gateway.store import commands as commands_table
 from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.guard import RETRY_BUSY_MS, CommitGuard, is_fatal
 from fieldtrack.gateway.store.sqlite import KEPT_REASONS, Batch, Store, StoreError
@@ -52,6 +54,7 @@ from fieldtrack.protocol import topics
 log = logging.getLogger("fieldtrack.gateway")
 
 REGISTRY_POLL_S = 2.0
+COMMANDS_POLL_S = 0.25  # a queued command goes out within this (plus a publish)
 REJECT_LOG_S = 10.0
 SUMMARY_S = 5.0
 # Rejects that put a device's data at risk until someone acts: logged as warnings.
@@ -119,11 +122,16 @@ class Worker:
         self.received = 0  # messages handled so far
         self.batch_started = 0.0
         self.checked = {"registry": time.monotonic(), "tick": 0.0, "pruned": 0.0,
-                        "summary": time.monotonic()}
+                        "summary": time.monotonic(), "commands": 0.0}
         self.reject_log: dict[tuple[str, str], tuple[float, int]] = {}
         self.reject_budget: dict[str, tuple[float, int]] = {}  # topic -> (second, rejects)
         self.window = {"positions": 0, "events": 0, "rejects": 0, "duplicates": 0, "late": 0}
         self.fault_notice: tuple[str, str, int] | None = None
+        self.downlink = downlink.Downlink(config.pipeline.command_resend_s)
+        self.commands_version = -1  # the first housekeeping loads the pending commands
+        # For the MQTT process: commands to publish, and counts for /metrics.
+        self.outgoing: list[tuple[str, bytes]] = []
+        self.command_counts: dict[str, int] = {}
 
     # --- derived events -----------------------------------------------------
 
@@ -194,6 +202,8 @@ class Worker:
         rows = len(self.batch.rejects)
         outcome = self.pipeline.process(topic, payload, received, self.batch)
         spent = time.perf_counter() - started
+        if outcome.device in self.downlink.waiting and outcome.keys is not None:
+            self.downlink.heard(outcome.device)  # authenticated: the device is there
         report = self.report
         report.pipeline_buckets[metrics.bucket_of(spent)] += 1
         report.pipeline_s += spent
@@ -245,6 +255,7 @@ class Worker:
         except Exception:
             return
         online = payload == topics.ONLINE
+        self.downlink.presence(device, online)
         state = self.pipeline.states.get(device)
         if state is not None:
             state.online = online
@@ -325,11 +336,13 @@ class Worker:
         batch = self.batch
         try:
             self.guard.check_space()
-            positions, events, reused, reused_records = self.store.commit(batch)
+            positions, events, reused, reused_records, acked = self.store.commit(batch)
         except Exception as exc:  # whatever the store raised, the batch is not committed
             self._commit_failed(exc)
             return None
         self._commit_succeeded()
+        if batch.acks:
+            self._settled(batch, acked)
         self.batch = Batch()
         self.count_late()
         report, self.report = self.report, Report(self.received)
@@ -357,6 +370,71 @@ class Worker:
         report.receipts = receipts.build(self.holdback.due(now), self.pipeline.registry)
         report.settled = []
         return report
+
+    # --- downlink commands -------------------------------------------------------
+
+    def _settled(self, batch: Batch, acked: tuple[tuple[str, int, str], ...]) -> None:
+        """After the commit that applied them: the acked commands need no more sends."""
+        for device, cid, *_ in batch.acks:
+            self.downlink.settled(device, cid)
+        counts = self.command_counts
+        for _, _, result in acked:
+            counts["acked_" + result] = counts.get("acked_" + result, 0) + 1
+
+    def poll_commands(self, now: float) -> None:
+        """Load newly queued or cancelled commands; publish and expire what is due."""
+        db = self.store.db
+        try:
+            version = commands_table.version(db)
+            if version != self.commands_version:
+                states = self.pipeline.states
+                new = self.downlink.load(
+                    commands_table.pending(db),
+                    lambda d: bool(d in states and states[d].online))
+                self.commands_version = version
+                if new:
+                    self._count("queued", new)
+                for row, why in self.downlink.unsendable:
+                    log.error("command %d of %s (cid %d) is not sent: %s; cancel it with "
+                              "`fieldtrack command cancel %s %d`", row.id, row.device_id,
+                              row.cid, why, row.device_id, row.cid)
+                self.downlink.unsendable.clear()
+            if not self.downlink.waiting:
+                return
+            send, expired = self.downlink.due(now, self.pipeline.registry)
+            if expired:
+                now_ms = int(now * 1000)
+                self._count("expired", commands_table.mark_expired(db, [
+                    (p.id, commands_table.expired_event(
+                        p.device, key_seq(key), key, p.cid, p.kind, p.exp, now_ms))
+                    for p in expired for key in ("command/%d/expired" % p.cid,)]))
+            if not send:
+                return
+            live = commands_table.mark_sent(db, [p.id for p in send], int(now * 1000))
+        except sqlite3.Error as exc:  # tried again at the next turn; commits report faults
+            log.warning("downlink commands deferred: the store refused it: %s", exc)
+            return
+        self.downlink.drop({p.id for p in send if p.id not in live})  # cancelled meanwhile
+        self.downlink.sent([p for p in send if p.id in live], now)
+        registry = self.pipeline.registry
+        for p in send:
+            if p.id in live:
+                message = downlink.publication(p, registry)
+                if message is not None:
+                    self.outgoing.append(message)
+
+    def _count(self, name: str, n: int) -> None:
+        if n:
+            self.command_counts[name] = self.command_counts.get(name, 0) + n
+
+    def take_downlink(self) -> tuple[list[tuple[str, bytes]], dict[str, int], int] | None:
+        """What the MQTT process is to publish and count, if anything; then cleared."""
+        if not self.outgoing and not self.command_counts and not self.downlink.changed:
+            return None
+        out, counts = self.outgoing, self.command_counts
+        self.outgoing, self.command_counts = [], {}
+        self.downlink.changed = False
+        return out, counts, self.downlink.count()
 
     def held(self) -> int:
         """Messages handled but not committed (none of them acknowledged)."""
@@ -419,6 +497,9 @@ class Worker:
                 for device, requested in epochs_table.pending_resets(self.store.db).items():
                     self.pipeline.request_reset(device, requested)
                     log.info("reset-epochs for %s: its next new boot becomes its reference", device)
+        if now - checked["commands"] >= COMMANDS_POLL_S:
+            checked["commands"] = now
+            self.poll_commands(time.time())
         if now - checked["tick"] >= 1.0 or reload_requested:
             checked["tick"] = now
             if now - checked["pruned"] > 60 and self.guard.fault is None:
@@ -528,6 +609,9 @@ def _loop(inbox: Connection, worker: Worker, reports: queue.SimpleQueue[Any]) ->
         if worker.pending() and (worker.due() or not inbox.poll()):  # quiet input: commit
             _commit(worker, reports)
         worker.housekeeping()
+        out = worker.take_downlink()
+        if out is not None:
+            reports.put(("downlink", *out))
 
 
 def _commit(worker: Worker, reports: queue.SimpleQueue[Any]) -> None:

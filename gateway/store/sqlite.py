@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from fieldtrack.gateway.epochs import DeviceEpochs
+from fieldtrack.gateway.store import commands as commands_table
 from fieldtrack.gateway.store import epochs as epochs_table
 from fieldtrack.gateway.store.key_reuse import Source, reused
 
@@ -218,11 +219,13 @@ class Batch:
     epochs: dict[str, DeviceEpochs] = field(default_factory=dict)  # reference moved
     sources: list[Source] = field(default_factory=list)  # the messages behind the rows
     checkpoints: list[tuple[str, int, str]] = field(default_factory=list)  # device, t, JSON
+    # command_acks: (device, cid, result, reason, received ms), settling their commands
+    acks: list[tuple[str, int, str, str | None, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (len(self.positions) + len(self.events) + len(self.rejects) + len(self.states)
                 + len(self.visits) + len(self.attendance) + len(self.derive_states)
-                + len(self.epochs) + len(self.checkpoints))
+                + len(self.epochs) + len(self.checkpoints) + len(self.acks))
 
 
 class Committed(NamedTuple):
@@ -232,6 +235,7 @@ class Committed(NamedTuple):
     events: int
     reused: list[tuple[Any, ...]]  # one reject row per frame
     reused_records: int  # the records in them whose keys were stored with other content
+    acked: tuple[tuple[str, int, str], ...] = ()  # (device, cid, result): commands settled
 
 
 def now_ms() -> int:
@@ -268,6 +272,7 @@ class Store:
             self._check_version()
             self._migrate()
             epochs_table.ensure(self.db)
+            commands_table.ensure(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 "%s: cannot open the store (%s). If it is a damaged fieldtrack store, "
@@ -364,6 +369,7 @@ class Store:
             if batch.checkpoints:
                 db.executemany("INSERT OR REPLACE INTO derive_checkpoints (device, t, state) "
                                "VALUES (?, ?, ?)", batch.checkpoints)
+            acked = commands_table.apply_acks(db, batch.acks) if batch.acks else ()
             if batch.derive_states:
                 db.executemany(
                     "INSERT INTO derive_state (device, state) VALUES (?, ?) ON CONFLICT "
@@ -374,7 +380,7 @@ class Store:
         except BaseException:
             _rollback(db)
             raise
-        return Committed(positions, events, clashes, clashed)
+        return Committed(positions, events, clashes, clashed, acked)
 
     def seen(self, device: str, boot: int, seqs: Iterable[int]) -> set[int]:
         """Which of these sequence numbers of (device, boot) are already stored."""
